@@ -1,0 +1,207 @@
+"""The typed configuration: ``params.yaml`` loaded once and validated.
+
+Every command calls ``load_config`` once and passes the result (or parts of it) down; nothing
+else reads the YAML. Errors name the offending key, e.g. ``tasks.sr_x4.patch_size``.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+from training.degradations import Degradation
+from training.tasks import TASKS, Task, get_task
+
+DEFAULT_PARAMS = Path("params.yaml")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, malformed or holds an impossible value."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RemoteFile(Strict):
+    uri: str = Field(min_length=1, description="https://, http://, s3:// or a local path")
+    sha256: str
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        value = value.lower()
+        if not SHA256_RE.match(value):
+            raise ValueError("must be 64 hex digits")
+        return value
+
+
+class Collection(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    dataset: str | None = Field(None, description="a folder of the datasets directory, with SHA256SUMS")
+    files: list[RemoteFile] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Collection:
+        if (self.dataset is None) == (self.files is None):
+            raise ValueError(f"collection {self.name!r}: give exactly one of `dataset` or `files`")
+        if self.files is not None and not self.files:
+            raise ValueError(f"collection {self.name!r}: `files` is empty")
+        return self
+
+
+class AcquireConfig(Strict):
+    collections: list[Collection] = Field(min_length=1)
+
+    @field_validator("collections")
+    @classmethod
+    def _unique(cls, value: list[Collection]) -> list[Collection]:
+        names = [c.name for c in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"collection names must be unique: {', '.join(dupes)}")
+        return value
+
+
+class Source(Strict):
+    uri: str = Field(min_length=1, description="a folder, a glob, or s3://bucket/prefix")
+    split: Literal["train", "val"]
+
+
+class IngestConfig(Strict):
+    sources: list[Source] = Field(min_length=1)
+    max_pixels: int = Field(40_000_000, gt=0)
+    min_val_side: int = Field(64, ge=1)
+    download_workers: int = Field(8, ge=1, le=64)
+    download_retries: int = Field(4, ge=0, le=20)
+
+
+class S3Config(Strict):
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+class ShardConfig(Strict):
+    max_samples: int = Field(256, ge=1)
+    max_bytes: int = Field(64_000_000, ge=1_000_000)
+    workers: int = Field(0, ge=0, description="0 = all cores")
+
+
+class TaskParams(Strict):
+    """Settings common to every task; ``degradation`` and ``options`` are typed per task."""
+
+    patch_size: int = Field(ge=8, le=2048)
+    patches_per_image: int = Field(ge=1, le=1000)
+
+    @property
+    def task(self) -> Task:
+        return get_task(self.name)  # type: ignore[attr-defined]
+
+    @model_validator(mode="after")
+    def _patch_fits_scale(self) -> TaskParams:
+        scale = self.degradation.input_scale  # type: ignore[attr-defined]
+        if self.patch_size < scale or self.patch_size % scale:
+            raise ValueError(f"patch_size ({self.patch_size}) must be a positive multiple of the scale ({scale})")
+        return self
+
+
+def _task_params_model(task: Task) -> type[TaskParams]:
+    """A per-task model whose ``degradation`` block is validated by the task's own class."""
+    return create_model(
+        f"TaskParams_{task.name}",
+        __base__=TaskParams,
+        name=(Literal[task.name], task.name),  # type: ignore[valid-type]
+        degradation=(task.degradation, task.make_degradation()),
+        options=(task.options, task.options()),
+    )
+
+
+def _tasks_section_model() -> type[BaseModel]:
+    fields: dict[str, Any] = {name: (_task_params_model(t) | None, None) for name, t in TASKS.items()}
+    return create_model("TasksSection", __config__=ConfigDict(extra="forbid", frozen=True), **fields)
+
+
+TasksSection = _tasks_section_model()
+
+
+class Config(Strict):
+    seed: int = Field(0, ge=0)
+    acquire: AcquireConfig
+    ingest: IngestConfig
+    s3: S3Config = S3Config()
+    shard: ShardConfig = ShardConfig()
+    tasks: TasksSection  # type: ignore[valid-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_tasks(cls, data: Any) -> Any:
+        # Each task block learns its own name, so a TaskParams knows which registry entry it is.
+        if isinstance(data, dict) and isinstance(data.get("tasks"), dict):
+            data = {**data, "tasks": {k: ({**v, "name": k} if isinstance(v, dict) else v) for k, v in data["tasks"].items()}}
+        return data
+
+    @model_validator(mode="after")
+    def _some_task(self) -> Config:
+        if not self.task_names:
+            raise ValueError("tasks: list at least one task")
+        return self
+
+    @cached_property
+    def task_names(self) -> list[str]:
+        return [name for name in TASKS if getattr(self.tasks, name) is not None]
+
+    def task(self, name: str) -> TaskParams:
+        get_task(name)  # a clear error for an unregistered name
+        params = getattr(self.tasks, name)
+        if params is None:
+            raise ConfigError(f"task {name!r} is registered but has no block under `tasks:` in params.yaml")
+        return params
+
+    def degradation(self, name: str) -> Degradation:
+        return self.task(name).degradation
+
+    @property
+    def largest_patch(self) -> int:
+        return max(self.task(n).patch_size for n in self.task_names)
+
+
+def load_config(path: str | Path = DEFAULT_PARAMS) -> Config:
+    """Read and validate params.yaml; raise ConfigError naming the key on any problem."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found (run from the project root, or pass --params)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(raw, source=str(path))
+
+
+def parse_config(raw: Any, source: str = "params") -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{source}: {len(exc.errors())} invalid setting(s):"]
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+            lines.append(f"  {loc or '(top level)'}: {_message(err)}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def _message(err: dict[str, Any]) -> str:
+    if err["type"] == "extra_forbidden":
+        if len(err["loc"]) == 2 and err["loc"][0] == "tasks":
+            return f"unknown task; registered tasks: {', '.join(TASKS)}"
+        return "unknown key"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] not in ("value_error", "missing") and "input" in err:
+        msg += f" (got {err['input']!r})"
+    return msg

@@ -1,0 +1,106 @@
+"""params.yaml validation: the shipped defaults load, and every kind of mistake names its key."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.config import ConfigError, load_config, parse_config
+from training.degradations import BicubicDownscale, GaussianNoise
+from training.tasks import TASKS
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def mutated(raw: dict, change) -> dict:
+    data = copy.deepcopy(raw)
+    change(data)
+    return data
+
+
+def error_of(data) -> str:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data)
+    return str(exc.value)
+
+
+def test_shipped_params_load_typed(raw):
+    cfg = load_config(ROOT / "params.yaml")
+    assert cfg.task_names == [n for n in TASKS if n in raw["tasks"]]
+    sr = cfg.task("sr_x4")
+    assert isinstance(sr.degradation, BicubicDownscale) and sr.degradation.input_scale == 4
+    assert isinstance(cfg.task("denoise").degradation, GaussianNoise)
+    assert cfg.task("denoise").degradation.sigma == 25.0
+    assert cfg.largest_patch == max(t["patch_size"] for t in raw["tasks"].values())
+    assert cfg.task("style").options.style_image.endswith(".jpg")
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "words"),
+    [
+        (lambda d: d["tasks"]["sr_x4"]["degradation"].update(scale=0), "tasks.sr_x4.degradation.scale", "greater than or equal to 1"),
+        (lambda d: d["tasks"]["sr_x8"].update(patch_size=12), "tasks.sr_x8", "multiple of the scale (8)"),
+        (lambda d: d["tasks"]["sr_x4"].update(patch_size="big"), "tasks.sr_x4.patch_size", "valid integer"),
+        (lambda d: d["tasks"].update(superres={}), "tasks.superres", "unknown task"),
+        (lambda d: d.update(learning_rate=1), "learning_rate", "unknown key"),
+        (lambda d: d["tasks"]["jpeg"]["degradation"].update(quality=0), "tasks.jpeg.degradation.quality", "greater than or equal to 1"),
+        (lambda d: d["tasks"]["denoise"]["degradation"].update(sigma_max=1.0), "tasks.denoise.degradation", "sigma_max"),
+        (lambda d: d["tasks"]["colorize"]["degradation"].update(channels=2), "tasks.colorize.degradation.channels", "1 or 3"),
+        (lambda d: d["tasks"]["deblur"]["degradation"].update(radius=3), "tasks.deblur.degradation.radius", "unknown key"),
+        (lambda d: d["ingest"]["sources"][0].update(split="test"), "ingest.sources.0.split", "'train' or 'val'"),
+        (lambda d: d["ingest"].update(max_pixels=-5), "ingest.max_pixels", "greater than 0"),
+        (lambda d: d["shard"].update(max_bytes=10), "shard.max_bytes", "greater than or equal to"),
+        (lambda d: d["acquire"]["collections"].append({"name": "x", "files": [{"uri": "https://a/b.png", "sha256": "abc"}]}),
+         "acquire.collections.4.files.0.sha256", "64 hex"),
+        (lambda d: d["acquire"]["collections"].append({"name": "T91", "dataset": "T91"}), "acquire.collections", "unique"),
+        (lambda d: d["acquire"]["collections"].append({"name": "y"}), "acquire.collections.4", "exactly one of"),
+        (lambda d: d.update(tasks={}), "(top level)", "at least one task"),
+        (lambda d: d.pop("ingest"), "ingest", "Field required"),
+    ],
+)
+def test_mistakes_name_their_key(raw, change, key, words):
+    message = error_of(mutated(raw, change))
+    assert f"  {key}: " in message, message
+    assert words in message, message
+
+
+def test_several_mistakes_are_reported_together(raw):
+    def two(d):
+        d["seed"] = -1
+        d["tasks"]["sr_x4"]["patch_size"] = 3
+    message = error_of(mutated(raw, two))
+    assert "2 invalid setting(s)" in message and "  seed: " in message and "  tasks.sr_x4.patch_size: " in message
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("tasks: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        load_config(bad)
+
+
+def test_unconfigured_task_is_a_clear_error(raw):
+    cfg = parse_config(mutated(raw, lambda d: d["tasks"].pop("jpeg")))
+    assert "jpeg" not in cfg.task_names
+    with pytest.raises(ConfigError, match="no block under `tasks:`"):
+        cfg.task("jpeg")
+    with pytest.raises(KeyError, match="registered tasks"):
+        cfg.task("nope")
+
+
+def test_config_is_frozen(raw):
+    cfg = parse_config(raw)
+    with pytest.raises(Exception):
+        cfg.seed = 3  # type: ignore[misc]
