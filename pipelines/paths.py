@@ -1,0 +1,47 @@
+"""Where every stage reads and writes, relative to the project root (DVC runs stages there)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DATASETS_ENV = "PERCEPT_DATASETS"
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path = Path(".")
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def raw(self) -> Path:
+        return self.data / "raw"
+
+    @property
+    def manifest_dir(self) -> Path:
+        return self.data / "manifest"
+
+    @property
+    def manifest(self) -> Path:
+        return self.manifest_dir / "manifest.csv"
+
+    @property
+    def rejects(self) -> Path:
+        return self.manifest_dir / "rejects.csv"
+
+    @property
+    def images(self) -> Path:
+        """Accepted images, decoded, oriented and stored as RGB PNG: what the shard stage reads."""
+        return self.manifest_dir / "images"
+
+    def shards(self, task: str) -> Path:
+        return self.data / "shards" / task
+
+    def datasets(self) -> Path:
+        """The folder of default collections: $PERCEPT_DATASETS, else ../shared/datasets."""
+        env = os.environ.get(DATASETS_ENV)
+        return Path(env) if env else (self.root.resolve().parent / "shared" / "datasets")
