@@ -1,0 +1,129 @@
+"""Ingest on a folder of good images in every mode plus every kind of bad file."""
+
+import csv
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.config import parse_config
+from pipelines.images import decode_png
+from pipelines.ingest import ingest_flow, read_manifest
+from pipelines.paths import Paths
+
+pytestmark = pytest.mark.integration
+PATCH = 32
+
+
+def rng_image(seed: int, w: int = 48, h: int = 40) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def save(img: Image.Image, path, **kw) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **kw)
+
+
+@pytest.fixture()
+def messy_folder(tmp_path):
+    """Returns (root, expected) where expected maps file name -> outcome."""
+    src = tmp_path / "raw" / "mixed"
+    expected = {}
+    rgb = rng_image(1)
+    save(Image.fromarray(rgb), src / "rgb.png"); expected["rgb.png"] = "accepted"
+    save(Image.fromarray(rng_image(2)[..., 0]), src / "gray_L.png"); expected["gray_L.png"] = "accepted"
+    la = Image.fromarray(np.dstack([rng_image(3)[..., 0], np.full((40, 48), 200, np.uint8)]), "LA")
+    save(la, src / "gray_alpha_LA.png"); expected["gray_alpha_LA.png"] = "accepted"
+    save(Image.fromarray(rng_image(4)).convert("P"), src / "palette_P.png"); expected["palette_P.png"] = "accepted"
+    rgba = np.dstack([rng_image(5), np.full((40, 48), 255, np.uint8)])
+    rgba[0, 0, 3] = 0  # one transparent pixel: composited on white
+    save(Image.fromarray(rgba, "RGBA"), src / "alpha_RGBA.png"); expected["alpha_RGBA.png"] = "accepted"
+    save(Image.fromarray(rng_image(6)).convert("CMYK"), src / "print_CMYK.tif"); expected["print_CMYK.tif"] = "accepted"
+    deep = np.full((40, 48), 128 * 257, np.uint16)
+    deep[0, 0] = 65535
+    save(Image.fromarray(deep), src / "deep_16bit.png"); expected["deep_16bit.png"] = "accepted"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    save(Image.fromarray(rng_image(7, w=64, h=40)), src / "nested" / "rotated.jpg", exif=exif, quality=95)
+    expected["nested/rotated.jpg"] = "accepted"
+    # Rejects, one of each kind.
+    (src / "empty.png").write_bytes(b""); expected["empty.png"] = "empty"
+    (src / "notes.txt").write_text("not an image\n"); expected["notes.txt"] = "not_an_image"
+    buf = io.BytesIO()
+    Image.fromarray(rng_image(8, 200, 200)).save(buf, format="PNG")
+    (src / "truncated.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2]); expected["truncated.png"] = "truncated"
+    save(Image.new("RGB", (3000, 2000)), src / "bomb.png"); expected["bomb.png"] = "decompression_bomb"
+    save(Image.fromarray(rng_image(9, 20, 60)), src / "tiny.png"); expected["tiny.png"] = "too_small"
+    save(Image.fromarray(rgb), src / "rgb_again.bmp"); expected["rgb_again.bmp"] = "duplicate"
+    (src / ".hidden.png").write_bytes(b"ignored: hidden files are not candidates")
+    val = tmp_path / "raw" / "valset"
+    save(Image.fromarray(rng_image(10)), val / "v1.png")
+    save(Image.fromarray(rgb), val / "same_as_train.png")  # duplicate across splits: val keeps it
+    return tmp_path, expected, rgb
+
+
+def make_cfg(root, patch=PATCH):
+    return parse_config({
+        "seed": 1,
+        "acquire": {"collections": [{"name": "x", "dataset": "x"}]},
+        "ingest": {
+            "sources": [{"uri": str(root / "raw" / "mixed"), "split": "train"}, {"uri": str(root / "raw" / "valset"), "split": "val"}],
+            "max_pixels": 1_000_000,
+            "min_val_side": 16,
+        },
+        "tasks": {"sr_x4": {"patch_size": patch, "patches_per_image": 1}},
+    })
+
+
+def test_ingest_accepts_every_mode_and_rejects_every_bad_kind(prefect_harness, messy_folder):
+    root, expected, rgb = messy_folder
+    counts = ingest_flow(make_cfg(root), Paths(root))
+    paths = Paths(root)
+    manifest = read_manifest(paths.manifest)
+    rejects = list(csv.DictReader(open(paths.rejects)))
+
+    # The train copy of `rgb` loses to the identical val image; its BMP twin is a duplicate too.
+    expected["rgb.png"] = "duplicate"
+    want_train = sorted(k for k, v in expected.items() if v == "accepted")
+    got_train = sorted(r.source_uri.split("/mixed/")[1] for r in manifest if r.split == "train")
+    assert got_train == want_train
+    assert sorted(r.source_uri.rsplit("/", 1)[1] for r in manifest if r.split == "val") == ["same_as_train.png", "v1.png"]
+    got_rejects = {r["source_uri"].split("/mixed/")[1]: r["reason"] for r in rejects}
+    assert got_rejects == {k: v for k, v in expected.items() if v != "accepted"}
+    assert counts == {"accepted": len(want_train) + 2, "rejected": len(got_rejects)}
+
+    by_name = {r.source_uri.rsplit("/", 1)[1]: r for r in manifest}
+    for row in manifest:
+        pixels = decode_png((paths.manifest_dir / row.path).read_bytes())
+        assert pixels.shape == (row.height, row.width, 3) and pixels.dtype == np.uint8
+    # Nothing good is lost: pixels are what the source held, converted to RGB.
+    assert np.array_equal(decode_png((paths.manifest_dir / by_name["same_as_train.png"].path).read_bytes()), rgb)
+    deep = decode_png((paths.manifest_dir / by_name["deep_16bit.png"].path).read_bytes())
+    assert deep[0, 0].tolist() == [255, 255, 255] and deep[5, 5].tolist() == [128, 128, 128]
+    alpha = decode_png((paths.manifest_dir / by_name["alpha_RGBA.png"].path).read_bytes())
+    assert alpha[0, 0].tolist() == [255, 255, 255]  # transparent -> white
+    rotated = by_name["rotated.jpg"]
+    assert (rotated.width, rotated.height) == (40, 64)  # EXIF orientation applied
+    assert by_name["gray_L.png"].sha256 != by_name["palette_P.png"].sha256
+    assert len({r.id for r in manifest}) == len(manifest)
+
+
+def test_ingest_rerun_is_identical_and_leaves_no_temp_files(prefect_harness, messy_folder):
+    root, _, _ = messy_folder
+    paths = Paths(root)
+    ingest_flow(make_cfg(root), paths)
+    first = {p.relative_to(root): p.read_bytes() for p in paths.manifest_dir.rglob("*") if p.is_file()}
+    ingest_flow(make_cfg(root), paths)
+    second = {p.relative_to(root): p.read_bytes() for p in paths.manifest_dir.rglob("*") if p.is_file()}
+    assert first == second
+    assert not [p for p in paths.data.iterdir() if p.name.startswith(".")]
+
+
+def test_larger_patch_rejects_more_train_images(prefect_harness, messy_folder):
+    root, _, _ = messy_folder
+    counts = ingest_flow(make_cfg(root, patch=48), Paths(root))  # images are 40 px high
+    rejects = list(csv.DictReader(open(Paths(root).rejects)))
+    # Every train image is 40 px on its short side now; size is checked before duplicates.
+    assert counts["accepted"] == 2  # the two val images (min_val_side 16)
+    assert sum(r["reason"] == "too_small" for r in rejects) == 10
