@@ -1,0 +1,106 @@
+"""The ``percept`` command line: one verb per pipeline stage, each a thin call into a flow."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pipelines.config import DEFAULT_PARAMS, ConfigError, load_config
+from pipelines.paths import DATASETS_ENV
+
+# Quiet, offline defaults for the libraries we drive (a user's own setting wins).
+for _key, _value in {
+    "NO_ALBUMENTATIONS_UPDATE": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "RAY_AUTH_MODE": "disabled",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+log = logging.getLogger("percept")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="percept",
+        description="Perceptual-loss image-to-image pipeline: acquire -> ingest -> shard (-> train, evaluate, ...). "
+        "Every setting lives in params.yaml; `dvc repro` runs the stages in order.",
+    )
+    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="settings file (default: %(default)s)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser(
+        "acquire",
+        help="copy the raw collections into data/raw/, verifying every checksum",
+        description=f"Copy acquire.collections into data/raw/<name>/. `dataset:` collections come from "
+        f"${DATASETS_ENV} (default ../shared/datasets) and are checked against SHA256SUMS; `files:` "
+        "collections are fetched from https://, s3:// or local paths and checked against params.",
+    )
+    sub.add_parser(
+        "ingest",
+        help="decode, validate and de-duplicate the sources into data/manifest/",
+        description="Run the Prefect ingest flow over ingest.sources (folders, globs, s3:// prefixes): "
+        "writes data/manifest/manifest.csv, rejects.csv and images/.",
+    )
+    shard = sub.add_parser(
+        "shard",
+        help="build WebDataset (input, target) shards for a task under data/shards/<task>/",
+        description="Run the Prefect shard flow for one task (or all tasks in params).",
+    )
+    which = shard.add_mutually_exclusive_group(required=True)
+    which.add_argument("--task", help="a task listed under `tasks:` in params.yaml")
+    which.add_argument("--all", action="store_true", help="every task listed in params.yaml")
+    sub.add_parser("tasks", help="list the registered tasks and which ones params.yaml configures")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "httpcore"):  # one INFO line per Prefect API call otherwise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        cfg = load_config(args.params)
+        return run(args, cfg)
+    except ConfigError as exc:
+        print(f"percept: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:
+        print(f"percept {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace, cfg) -> int:
+    if args.command == "acquire":
+        from pipelines.acquire import acquire
+
+        acquire(cfg)
+    elif args.command == "ingest":
+        from pipelines.ingest import ingest_flow
+
+        ingest_flow(cfg)
+    elif args.command == "shard":
+        from pipelines.shard import shard_flow
+
+        for name in cfg.task_names if args.all else [args.task]:
+            shard_flow(name, cfg)
+    elif args.command == "tasks":
+        from training.tasks import TASKS
+
+        for name, t in TASKS.items():
+            mark = "*" if name in cfg.task_names else " "
+            print(f"{mark} {name:10s} {t.description}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

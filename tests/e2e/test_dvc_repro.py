@@ -1,0 +1,126 @@
+"""`dvc repro` on a temporary copy of the project with tiny params: runs, reruns as a no-op,
+reruns only the task whose params changed, and round-trips the shards through an S3 remote."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared" / "datasets"
+COPY = ["pipelines", "training", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvcignore", ".gitignore"]
+
+
+def tiny_datasets(folder: Path) -> Path:
+    """A datasets folder in the shared layout: <set>/HR/*.png plus SHA256SUMS."""
+    for name, files in {"T91": ["t1", "t2", "t3", "t5"], "Set5": ["bird", "butterfly"]}.items():
+        (folder / name / "HR").mkdir(parents=True)
+        lines = []
+        for f in files:
+            data = (SHARED / name / "HR" / f"{f}.png").read_bytes()
+            (folder / name / "HR" / f"{f}.png").write_bytes(data)
+            lines.append(f"{hashlib.sha256(data).hexdigest()}  HR/{f}.png")
+        (folder / name / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def tiny_params() -> dict:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["acquire"]["collections"] = [{"name": "T91", "dataset": "T91"}, {"name": "Set5", "dataset": "Set5"}]
+    params["ingest"]["sources"] = [{"uri": "data/raw/T91", "split": "train"}, {"uri": "data/raw/Set5", "split": "val"}]
+    params["tasks"] = {
+        "sr_x4": {"patch_size": 32, "patches_per_image": 2, "degradation": {"scale": 4}},
+        "denoise": {"patch_size": 32, "patches_per_image": 2, "degradation": {"sigma": 25.0}},
+    }
+    return params
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, prefect_harness):
+    from prefect.settings import PREFECT_API_URL
+
+    base = tmp_path_factory.mktemp("e2e")
+    repo = base / "percept"
+    for item in COPY:
+        src, dst = ROOT / item, repo / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copyfile(src, dst)
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PERCEPT_DATASETS": str(tiny_datasets(base / "datasets")),
+        "PREFECT_API_URL": PREFECT_API_URL.value(),  # the test server: no temporary server per stage
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    run = lambda *cmd, cwd=repo: subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)  # noqa: E731
+    assert run("git", "init", "-q", "-b", "main").returncode == 0
+    assert run("git", "add", "-A").returncode == 0
+    assert run("git", "commit", "-qm", "copy").returncode == 0
+    return repo, run
+
+
+def check(result) -> str:
+    assert result.returncode == 0, f"{result.args} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result.stdout + result.stderr
+
+
+def test_repro_runs_then_is_a_no_op_then_reruns_only_the_changed_task(project):
+    repo, run = project
+    out = check(run("dvc", "repro"))
+    for stage in ("acquire", "ingest", "shard@sr_x4", "shard@denoise"):
+        assert f"Running stage '{stage}'" in out
+    for task, scale in (("sr_x4", 4), ("denoise", 1)):
+        index = yaml.safe_load((repo / "data" / "shards" / task / "index.json").read_text())
+        assert index["splits"] == {"train": 4 * 2, "val": 2} and index["scale"] == scale
+    assert sorted(p.name for p in (repo / "data" / "raw" / "T91" / "HR").iterdir()) == ["t1.png", "t2.png", "t3.png", "t5.png"]
+
+    stamp = {p: p.stat().st_mtime_ns for p in (repo / "data").rglob("*.tar")}
+    out = check(run("dvc", "repro"))
+    assert "Running stage" not in out and "up to date" in out
+    assert {p: p.stat().st_mtime_ns for p in (repo / "data").rglob("*.tar")} == stamp
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["tasks"]["denoise"]["patches_per_image"] = 3
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = check(run("dvc", "repro"))
+    assert "Running stage 'shard@denoise'" in out
+    assert "shard@sr_x4" not in out or "Running stage 'shard@sr_x4'" not in out
+    assert all(p.stat().st_mtime_ns == t for p, t in stamp.items() if "sr_x4" in str(p))
+    index = yaml.safe_load((repo / "data" / "shards" / "denoise" / "index.json").read_text())
+    assert index["splits"]["train"] == 4 * 3
+    assert "changed" not in check(run("dvc", "status"))
+
+
+def test_shards_round_trip_through_an_s3_remote(project, s3_server, tmp_path):
+    repo, run = project
+    check(run("dvc", "repro"))
+    bucket = "dvc-e2e"
+    s3_server.client().create_bucket(Bucket=bucket)
+    check(run("dvc", "remote", "add", "s3store", f"s3://{bucket}/cache"))
+    check(run("dvc", "remote", "modify", "s3store", "endpointurl", s3_server.endpoint_url))
+    check(run("dvc", "remote", "modify", "--local", "s3store", "access_key_id", s3_server.access_key))
+    check(run("dvc", "remote", "modify", "--local", "s3store", "secret_access_key", s3_server.secret_key))
+    check(run("dvc", "push", "-r", "s3store"))
+    check(run("git", "add", "-A"))
+    check(run("git", "commit", "-qm", "lock"))
+
+    clone = tmp_path / "clone"
+    check(run("git", "clone", "-q", str(repo), str(clone), cwd=tmp_path))
+    for key, value in (("access_key_id", s3_server.access_key), ("secret_access_key", s3_server.secret_key)):
+        check(run("dvc", "remote", "modify", "--local", "s3store", key, value, cwd=clone))
+    check(run("dvc", "pull", "-r", "s3store", "shard@sr_x4", cwd=clone))
+    pulled = sorted(p.relative_to(clone) for p in (clone / "data" / "shards" / "sr_x4").iterdir())
+    original = sorted(p.relative_to(repo) for p in (repo / "data" / "shards" / "sr_x4").iterdir())
+    assert pulled == original
+    for rel in pulled:
+        assert (clone / rel).read_bytes() == (repo / rel).read_bytes()

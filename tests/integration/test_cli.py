@@ -1,0 +1,48 @@
+"""The `percept` command line as a user meets it: help, and clear errors with exit codes."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def percept(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_every_stage():
+    out = percept("--help")
+    assert out.returncode == 0
+    for verb in ("acquire", "ingest", "shard", "tasks"):
+        assert verb in out.stdout
+    shard = percept("shard", "--help")
+    assert shard.returncode == 0 and "--task" in shard.stdout and "--all" in shard.stdout
+
+
+def test_bad_params_exit_2_naming_the_key(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["tasks"]["sr_x4"]["degradation"]["scale"] = 0
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    out = percept("--params", str(bad), "tasks")
+    assert out.returncode == 2
+    assert "tasks.sr_x4.degradation.scale" in out.stderr
+
+
+def test_unknown_task_and_missing_manifest_are_clear(tmp_path):
+    out = percept("--params", str(ROOT / "params.yaml"), "shard", "--task", "sr_x3", cwd=tmp_path)
+    assert out.returncode == 1 and "unknown task 'sr_x3'" in out.stderr and "sr_x4" in out.stderr
+    out = percept("--params", str(ROOT / "params.yaml"), "shard", "--task", "sr_x4", cwd=tmp_path)
+    assert out.returncode == 1 and "run `percept ingest`" in out.stderr
+
+
+def test_tasks_marks_the_configured_ones():
+    out = percept("tasks")
+    assert out.returncode == 0
+    lines = {line[2:].split()[0]: line[0] for line in out.stdout.splitlines()}
+    assert lines["sr_x4"] == "*" and set(lines) >= {"sr_x8", "denoise", "deblur", "jpeg", "colorize", "style"}
