@@ -127,3 +127,26 @@ def test_larger_patch_rejects_more_train_images(prefect_harness, messy_folder):
     # Every train image is 40 px on its short side now; size is checked before duplicates.
     assert counts["accepted"] == 2  # the two val images (min_val_side 16)
     assert sum(r["reason"] == "too_small" for r in rejects) == 10
+
+
+def test_glob_source_and_summary_artifact(prefect_harness, messy_folder):
+    import json
+
+    from prefect.artifacts import Artifact
+
+    root, _, _ = messy_folder
+    cfg = parse_config({
+        "acquire": {"collections": [{"name": "x", "dataset": "x"}]},
+        "ingest": {"sources": [{"uri": str(root / "raw" / "mixed" / "**" / "*.jpg"), "split": "train"},
+                               {"uri": str(root / "raw" / "valset" / "v*.png"), "split": "val"}],
+                   "min_val_side": 16},
+        "tasks": {"sr_x4": {"patch_size": PATCH, "patches_per_image": 1}},
+    })
+    counts = ingest_flow(cfg, Paths(root))
+    manifest = read_manifest(Paths(root).manifest)
+    assert counts == {"accepted": 2, "rejected": 0}
+    assert sorted(r.id for r in manifest) == ["mixed_nested_rotated", "valset_v1"]
+    artifact = Artifact.get("ingest-summary")
+    table = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    assert sorted((row["split"], row["outcome"], row["count"]) for row in table) == [
+        ("train", "accepted", 1), ("val", "accepted", 1)]
