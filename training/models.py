@@ -1,0 +1,229 @@
+"""Image transformation networks of Johnson, Alahi, Fei-Fei 2016 ("Perceptual Losses for Real-Time
+Style Transfer and Super-Resolution", ECCV), written from the paper and its supplementary material.
+
+Two shapes of the same family, chosen by the output/input ``scale``:
+
+- ``scale == 1`` (style transfer, denoising, deblurring, JPEG, colorization): the paper's style
+  net (supplementary Table 1): 9x9 conv, two stride-2 convs down to 1/4 resolution, residual
+  blocks, two x2 upsampling blocks back up, 9x9 conv out.
+- ``scale > 1`` (super-resolution): the paper's SR net (supplementary Table 2): 9x9 conv, residual
+  blocks, all at the low input resolution, then ``log2(scale)`` x2 upsampling blocks, 9x9 conv out.
+
+Images are float tensors in [0, 1], NCHW. ``forward`` never clamps (clamping kills gradients where
+the output leaves the range); callers clamp for display and for metrics.
+
+Layout follows pytorch/examples ``fast_neural_style/neural_style/transformer_net.py`` (small
+``ConvLayer`` / ``ResidualBlock`` / ``UpsampleBlock`` classes, reflection padding in every conv).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+SCALES = (1, 2, 4, 8, 16)
+# Smallest input side: the 9x9 in-conv reflection-pads by 4, which needs more than 4 pixels.
+MIN_INPUT_SIZE = 5
+
+
+class TransformNetConfig(BaseModel):
+    """Architecture settings; the task (through ``scale``) picks the style net or the SR net.
+
+    ``global_skip`` only applies to super-resolution (``scale > 1``): the output is the bicubic
+    upscale of the input plus a bounded residual the network learns. For same-size tasks it is
+    accepted and has no effect (the default stays valid for every task; ``TransformNet.global_skip``
+    says whether a built net uses it).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Style net widths are channels, 2*channels, 4*channels: 32/64/128 in the paper (suppl. Table 1).
+    channels: int = Field(32, ge=1, le=1024)
+    # SR net width: 64 in the paper (suppl. Table 2).
+    sr_channels: int = Field(64, ge=1, le=1024)
+    # Paper: 5 for the style net, 4 for SR (the task registry sets 4 for SR).
+    residual_blocks: int = Field(5, ge=0, le=32)
+    # "instance": Ulyanov et al. 2016, what fast style transfer needs (affine=True).
+    # "batch": the paper's choice for every network.
+    norm: Literal["batch", "instance"] = "instance"
+    # "deconv": the paper's fractionally-strided conv (stride 1/2). "resize_conv": nearest x2 then
+    # 3x3 conv, free of checkerboard artefacts (Odena et al. 2016). "pixel_shuffle": 3x3 conv to
+    # 4x the channels then a sub-pixel shuffle (Shi et al. 2016).
+    upsample: Literal["deconv", "resize_conv", "pixel_shuffle"] = "resize_conv"
+    global_skip: bool = True
+    # Colorization may feed a single gray channel; the output is always RGB.
+    in_channels: Literal[1, 3] = 3
+    out_channels: Literal[3] = 3
+
+
+class ConvLayer(nn.Module):
+    """Reflection padding of k//2 then a conv: sizes stay (or halve with stride 2) without the
+    border artefacts zero padding leaves (as pytorch/examples does; the paper pads the whole input
+    by 40 pixels once and uses valid convs instead)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> None:
+        super().__init__()
+        self.pad = nn.ReflectionPad2d(kernel_size // 2)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.pad(x))
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """Per-channel norm with a learned scale and shift (2*channels parameters either way)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    raise ValueError(f"unknown norm {kind!r}")
+
+
+class ConvNormReLU(nn.Sequential):
+    """conv - norm - ReLU: every non-residual, non-output layer of the paper's tables."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, norm: str, stride: int = 1) -> None:
+        super().__init__(
+            ConvLayer(in_channels, out_channels, kernel_size, stride),
+            make_norm(norm, out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class ResidualBlock(nn.Module):
+    """conv3x3 - norm - ReLU - conv3x3 - norm, plus the identity, no ReLU after the sum (suppl.
+    Figure 1: Gross and Wilber's variant of He et al. 2016). For style transfer the paper uses
+    unpadded convs and center-crops the identity to match; we reflection-pad each conv so sizes
+    stay and nothing is cropped, as pytorch/examples fast_neural_style does."""
+
+    def __init__(self, channels: int, norm: str) -> None:
+        super().__init__()
+        self.conv1 = ConvLayer(channels, channels, 3)
+        self.norm1 = make_norm(norm, channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = ConvLayer(channels, channels, 3)
+        self.norm2 = make_norm(norm, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu(self.norm1(self.conv1(x)))
+        return x + self.norm2(self.conv2(y))
+
+
+class UpsampleBlock(nn.Module):
+    """x2 upsampling - norm - ReLU (the paper's "conv, stride 1/2" rows), in one of three ways."""
+
+    def __init__(self, in_channels: int, out_channels: int, mode: str, norm: str) -> None:
+        super().__init__()
+        if mode == "deconv":
+            # Paper: fractionally-strided conv; output_padding=1 makes the output exactly 2x.
+            self.up = nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1)
+        elif mode == "resize_conv":
+            self.up = nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="nearest"), ConvLayer(in_channels, out_channels, 3)
+            )
+        elif mode == "pixel_shuffle":
+            self.up = nn.Sequential(ConvLayer(in_channels, 4 * out_channels, 3), nn.PixelShuffle(2))
+        else:
+            raise ValueError(f"unknown upsample mode {mode!r}")
+        self.norm = make_norm(norm, out_channels)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.norm(self.up(x)))
+
+
+class TransformNet(nn.Module):
+    """The paper's image transformation network: ``head`` (input convs), ``body`` (residual
+    blocks), ``up`` (upsampling blocks), ``out`` (9x9 conv to RGB, no norm).
+
+    Output, unclamped:
+    - without the global skip: ``(tanh(y) + 1) / 2``, the paper's scaled tanh, in [0, 1];
+    - with it (SR only): ``bicubic(x) + tanh(y)``. The residual is bounded to (-1, 1) and ``out`` is
+      zero-initialised, so the untrained net returns exactly the bicubic upscale. A consequence:
+      on the very first backward pass only ``out`` gets a gradient (every layer below sees a zero
+      weight); from the first optimiser step on, all layers learn.
+    """
+
+    def __init__(self, cfg: TransformNetConfig, scale: int) -> None:
+        super().__init__()
+        _check_scale(scale)
+        self.cfg = cfg
+        self.scale = scale
+        self.global_skip = cfg.global_skip and scale > 1
+        norm, mode = cfg.norm, cfg.upsample
+        if scale == 1:
+            # Suppl. Table 1: 32 9x9 s1, 64 3x3 s2, 128 3x3 s2, 5 residual blocks at 128,
+            # 64 and 32 3x3 "s1/2", 3 9x9 s1.
+            c1, c2, c3 = cfg.channels, 2 * cfg.channels, 4 * cfg.channels
+            self.head = nn.Sequential(
+                ConvNormReLU(cfg.in_channels, c1, 9, norm),
+                ConvNormReLU(c1, c2, 3, norm, stride=2),
+                ConvNormReLU(c2, c3, 3, norm, stride=2),
+            )
+            self.body = nn.Sequential(*(ResidualBlock(c3, norm) for _ in range(cfg.residual_blocks)))
+            self.up = nn.Sequential(UpsampleBlock(c3, c2, mode, norm), UpsampleBlock(c2, c1, mode, norm))
+            last = c1
+        else:
+            # Suppl. Table 2: 64 9x9 s1, 4 residual blocks at 64, log2(scale) 64 3x3 "s1/2", 3 9x9 s1.
+            # Everything before the upsampling blocks runs at the low input resolution.
+            c = cfg.sr_channels
+            self.head = nn.Sequential(ConvNormReLU(cfg.in_channels, c, 9, norm))
+            self.body = nn.Sequential(*(ResidualBlock(c, norm) for _ in range(cfg.residual_blocks)))
+            self.up = nn.Sequential(*(UpsampleBlock(c, c, mode, norm) for _ in range(scale.bit_length() - 1)))
+            last = c
+        self.out = ConvLayer(last, cfg.out_channels, 9)
+        if self.global_skip:
+            nn.init.zeros_(self.out.conv.weight)
+            nn.init.zeros_(self.out.conv.bias)
+
+    @property
+    def first_conv(self) -> nn.Conv2d:
+        return self.head[0][0].conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        h, w = x.shape[-2:]
+        if self.scale == 1:
+            # Two stride-2 convs then two x2 upsamplings: reflect-pad to a multiple of 4, crop back.
+            ph, pw = -h % 4, -w % 4
+            top, left = ph // 2, pw // 2
+            if ph or pw:
+                x_in = F.pad(x, (left, pw - left, top, ph - top), mode="reflect")
+            else:
+                x_in = x
+            y = self.out(self.up(self.body(self.head(x_in))))
+            y = y[..., top : top + h, left : left + w]
+        else:
+            y = self.out(self.up(self.body(self.head(x))))
+        if not self.global_skip:
+            return (torch.tanh(y) + 1) / 2
+        rgb = x if x.shape[1] == 3 else x.repeat(1, 3, 1, 1)
+        base = F.interpolate(rgb, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return base + torch.tanh(y)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != self.cfg.in_channels:
+            raise ValueError(f"expected an N x {self.cfg.in_channels} x H x W tensor, got shape {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if min(h, w) < MIN_INPUT_SIZE:
+            raise ValueError(f"input {w}x{h} is too small: reflection padding needs sides of at least {MIN_INPUT_SIZE}")
+
+
+def _check_scale(scale: int) -> None:
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale not in SCALES:
+        raise ValueError(f"scale must be a power of two in {', '.join(map(str, SCALES))}; got {scale!r}")
+
+
+def build_transform_net(cfg: TransformNetConfig, scale: int) -> TransformNet:
+    """The style net for ``scale == 1``, the SR net for ``scale`` in 2, 4, 8, 16."""
+    _check_scale(scale)
+    return TransformNet(cfg, scale)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Learned parameters (buffers such as batch-norm running statistics are not counted)."""
+    return sum(p.numel() for p in model.parameters())
