@@ -1,0 +1,235 @@
+"""The paper's losses on hand-made tensors (values worked out by hand), and the combined PerceptualLoss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pydantic import ValidationError
+
+from training.losses import (
+    LossConfig,
+    PerceptualLoss,
+    feature_reconstruction_loss,
+    gram_matrix,
+    pixel_loss,
+    style_loss,
+    total_variation_loss,
+)
+from training.vgg import FeatureNet, FeatureNetConfig, load_feature_net
+
+pytestmark = pytest.mark.unit
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+REAL = SHARED / "weights" / "vgg_normalised_conv3_1.pth"  # read only
+ALL = ("relu1_1", "relu1_2", "relu2_1", "relu2_2", "relu3_1")
+
+
+@pytest.fixture(scope="module")
+def random_net() -> FeatureNet:
+    return load_feature_net(FeatureNetConfig(kind="random"), ALL)
+
+
+def load_rgb(path: Path, size: int) -> torch.Tensor:
+    a = np.array(Image.open(path).convert("RGB"))
+    top, left = (a.shape[0] - size) // 2, (a.shape[1] - size) // 2
+    return torch.from_numpy(a[top : top + size, left : left + size]).permute(2, 0, 1).float().div(255)
+
+
+# --- the pure functions -------------------------------------------------------------------------
+
+
+def test_gram_matrix_by_hand():
+    f = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])  # N=1, C=2, H=1, W=2
+    # rows (1,2) and (3,4): 1+4=5, 3+8=11, 9+16=25; divided by C*H*W = 4
+    assert torch.allclose(gram_matrix(f), torch.tensor([[[5.0, 11.0], [11.0, 25.0]]]) / 4)
+
+
+def test_gram_matrix_is_float32_under_half_input():
+    f = torch.full((1, 2, 64, 64), 16.0, dtype=torch.float16)  # raw sums reach 16*16*4096 > fp16 max
+    g = gram_matrix(f)
+    assert g.dtype == torch.float32 and torch.allclose(g, torch.full((1, 2, 2), 128.0))  # 256*4096/(2*4096)
+
+
+def test_feature_reconstruction_loss_by_hand():
+    a = torch.zeros(1, 2, 2, 2)
+    assert feature_reconstruction_loss(a, a.clone()) == 0
+    b = a.clone()
+    b[0, 0, 0, 0], b[0, 1, 1, 0] = 2.0, -1.0
+    assert feature_reconstruction_loss(a, b).item() == pytest.approx((4 + 1) / 8)  # ||a-b||^2 / (C*H*W)
+    with pytest.raises(ValueError, match="shapes differ"):
+        feature_reconstruction_loss(a, torch.zeros(1, 2, 2, 3))
+
+
+def test_total_variation_by_hand():
+    assert total_variation_loss(torch.full((2, 3, 5, 7), 0.3)) == 0
+    step = torch.tensor([[[[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]]]])  # 1x1x2x4
+    # vertical: 4 differences, all 0; horizontal: 6 differences, two of them 1 -> 1/3
+    assert total_variation_loss(step).item() == pytest.approx(1 / 3)
+    checker = torch.tensor([[[[0.0, 1.0], [1.0, 0.0]]]])
+    assert total_variation_loss(checker).item() == pytest.approx(2.0)  # every neighbour differs by 1, both ways
+    assert total_variation_loss(torch.tensor([[[[0.0, 1.0, 3.0]]]])).item() == pytest.approx(1.5)  # one row: (1+2)/2
+
+
+def test_style_loss_by_hand():
+    f = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])
+    same = {"relu1_1": gram_matrix(f)}
+    assert style_loss({"relu1_1": f}, same, ["relu1_1"]) == 0
+    zero_style = {"relu1_1": torch.zeros(1, 2, 2)}
+    # ||G||_F^2 = (25 + 121 + 121 + 625) / 16 = 55.75
+    assert style_loss({"relu1_1": f}, zero_style, ["relu1_1"]).item() == pytest.approx(55.75)
+    # A batch of two against a batch-1 style Gram: the second output is zero, so the mean halves.
+    batch = torch.cat([f, torch.zeros_like(f)])
+    assert style_loss({"relu1_1": batch}, zero_style, ["relu1_1"]).item() == pytest.approx(55.75 / 2)
+    # Layers add up.
+    two = {"relu1_1": f, "relu2_2": 2 * f}
+    grams = {"relu1_1": torch.zeros(1, 2, 2), "relu2_2": torch.zeros(1, 2, 2)}
+    assert style_loss(two, grams, ["relu1_1", "relu2_2"]).item() == pytest.approx(55.75 * (1 + 16))
+
+
+def test_pixel_losses_by_hand():
+    a = torch.zeros(1, 1, 2, 2)
+    b = torch.tensor([[[[1.0, -3.0], [0.0, 2.0]]]])
+    assert pixel_loss(a, b, "l1").item() == pytest.approx((1 + 3 + 0 + 2) / 4)
+    assert pixel_loss(a, b, "mse").item() == pytest.approx((1 + 9 + 0 + 4) / 4)
+    with pytest.raises(ValueError, match="unknown pixel loss"):
+        pixel_loss(a, b, "huber")
+
+
+# --- LossConfig ---------------------------------------------------------------------------------
+
+
+def test_config_validation():
+    with pytest.raises(ValidationError, match="all loss weights are 0"):
+        LossConfig(feature_weight=0.0)
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        LossConfig(tv_weight=-1e-6)
+    with pytest.raises(ValidationError):
+        LossConfig(feature_layer="conv2_2")
+    with pytest.raises(ValidationError):
+        LossConfig(style_weight=1.0, style_layers=())
+    with pytest.raises(ValidationError):
+        LossConfig(pixel="huber")
+    with pytest.raises(ValidationError):
+        LossConfig(feature_wieght=1.0)
+    with pytest.raises(ValidationError):
+        LossConfig(feature_weight=float("inf"))
+
+
+def test_config_says_what_it_needs():
+    assert LossConfig().needs_features and LossConfig().needed_layers == ("relu2_2",)
+    pixel_only = LossConfig(feature_weight=0.0, pixel_weight=1.0)
+    assert not pixel_only.needs_features and pixel_only.needed_layers == ()
+    style = LossConfig(style_weight=5.0, style_layers=("relu1_2", "relu2_2"))
+    assert style.needed_layers == ("relu1_2", "relu2_2")
+    assert LossConfig(style_weight=5.0).needed_layers is None  # every layer the network has
+
+
+# --- PerceptualLoss -----------------------------------------------------------------------------
+
+
+def test_gradients_reach_the_transformation_net_not_the_feature_net(random_net):
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 3, 3, padding=1)
+    cfg = LossConfig(feature_weight=1.0, style_weight=1.0, tv_weight=0.1, pixel_weight=0.5)
+    loss_fn = PerceptualLoss(cfg, random_net, style_image=torch.rand(3, 24, 24))
+    x, target = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    total, parts = loss_fn(model(x), target)
+    assert total.ndim == 0 and total.requires_grad
+    assert set(parts) == {"feature", "style", "tv", "pixel", "total"}
+    assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k != "total"), rel=1e-5)
+    total.backward()
+    assert model.weight.grad is not None and model.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in random_net.parameters())
+
+
+def test_target_features_take_no_gradient(random_net):
+    loss_fn = PerceptualLoss(LossConfig(), random_net)
+    output, target = torch.rand(1, 3, 16, 16, requires_grad=True), torch.rand(1, 3, 16, 16, requires_grad=True)
+    total, parts = loss_fn(output, target)
+    total.backward()
+    assert output.grad is not None and target.grad is None
+    assert set(parts) == {"feature", "total"}
+
+
+def test_feature_part_is_the_feature_loss_at_the_layer(random_net):
+    loss_fn = PerceptualLoss(LossConfig(feature_layer="relu1_2"), random_net)
+    a, b = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    total, parts = loss_fn(a, b)
+    with torch.no_grad():
+        expect = feature_reconstruction_loss(random_net(a)["relu1_2"], random_net(b)["relu1_2"])
+    assert total.item() == pytest.approx(expect.item(), rel=1e-5)
+    assert loss_fn(a, a.clone())[1]["feature"] == 0
+
+
+def test_weights_combine_linearly(random_net):
+    a, b = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    _, one = PerceptualLoss(LossConfig(feature_weight=1.0, tv_weight=0.5), random_net)(a, b)
+    _, two = PerceptualLoss(LossConfig(feature_weight=2.0, tv_weight=0.5), random_net)(a, b)
+    assert two["feature"] == pytest.approx(2 * one["feature"], rel=1e-6)
+    assert two["tv"] == pytest.approx(one["tv"])
+    assert two["total"] == pytest.approx(one["total"] + one["feature"], rel=1e-6)
+    assert one["tv"] == pytest.approx(0.5 * total_variation_loss(a).item(), rel=1e-6)
+
+
+def test_style_grams_are_precomputed_for_every_network_layer(random_net):
+    style = torch.rand(3, 20, 28)
+    loss_fn = PerceptualLoss(LossConfig(feature_weight=0.0, style_weight=1.0), random_net, style_image=style)
+    assert loss_fn.style_layers == ALL
+    grams = loss_fn.style_grams
+    assert grams["relu3_1"].shape == (1, 256, 256)
+    with torch.no_grad():
+        assert torch.allclose(grams["relu2_2"], gram_matrix(random_net(style[None])["relu2_2"]))
+    # Style loss of the style image itself is zero (up to float rounding), whatever the batch size.
+    _, itself = loss_fn(style[None].expand(2, -1, -1, -1), torch.rand(2, 3, 20, 28))
+    _, other = loss_fn(torch.rand(2, 3, 20, 28), torch.rand(2, 3, 20, 28))
+    assert itself["style"] < 1e-7 * other["style"]
+
+
+def test_missing_pieces_are_clear_errors(random_net):
+    with pytest.raises(ValueError, match="need a feature network"):
+        PerceptualLoss(LossConfig(), None)
+    with pytest.raises(ValueError, match="needs a style image"):
+        PerceptualLoss(LossConfig(style_weight=1.0), random_net)
+    shallow = load_feature_net(FeatureNetConfig(kind="random"), ["relu1_2"])
+    with pytest.raises(ValueError, match="needs relu2_2 but the feature network returns only relu1_2"):
+        PerceptualLoss(LossConfig(), shallow)
+    # Pixel and TV alone need no network at all.
+    total, parts = PerceptualLoss(LossConfig(feature_weight=0.0, pixel_weight=1.0, pixel="mse"), None)(
+        torch.zeros(1, 3, 2, 2), torch.ones(1, 3, 2, 2)
+    )
+    assert parts == {"pixel": 1.0, "total": 1.0}
+
+
+def test_train_mode_keeps_the_feature_net_in_eval(random_net):
+    loss_fn = PerceptualLoss(LossConfig(), random_net)
+    loss_fn.train()
+    assert loss_fn.training and not random_net.training
+
+
+def test_perceptual_loss_on_the_real_weights():
+    """Real VGG features: 0 for the target itself, and more blur costs more."""
+    net = load_feature_net(FeatureNetConfig(weights=str(REAL)), LossConfig(style_weight=1e3).needed_layers)
+    style = load_rgb(SHARED / "datasets" / "styles" / "the-wave.jpg", 64)
+    loss_fn = PerceptualLoss(LossConfig(feature_weight=1.0, style_weight=1e3), net, style_image=style)
+    target = load_rgb(SHARED / "datasets" / "Set5" / "HR" / "butterfly.png", 64)[None]
+    blur = lambda x, k: torch.nn.functional.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)  # noqa: E731
+    assert loss_fn(target, target)[1]["feature"] == 0
+    light, heavy = loss_fn(blur(target, 3), target)[1], loss_fn(blur(target, 7), target)[1]
+    assert 0 < light["feature"] < heavy["feature"]
+    # The style image itself matches its own Grams; the content image does not.
+    assert loss_fn(style[None], target)[1]["style"] == pytest.approx(0.0, abs=1e-6)
+    assert loss_fn(target, target)[1]["style"] > 0
+    # A transformation net learns from it: one step of gradient descent lowers the loss.
+    model = torch.nn.Conv2d(3, 3, 3, padding=1)
+    optimiser = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x = blur(target, 5)
+    first, _ = PerceptualLoss(LossConfig(), net)(model(x), target)
+    first.backward()
+    optimiser.step()
+    second, _ = PerceptualLoss(LossConfig(), net)(model(x), target)
+    assert second.item() < first.item()
+    assert all(p.grad is None for p in net.parameters())

@@ -1,0 +1,203 @@
+"""The losses of Johnson, Alahi & Fei-Fei (2016): feature reconstruction, style (Gram), TV, pixel.
+
+Each is a pure function on tensors; :class:`PerceptualLoss` weighs them as ``params.yaml`` says
+(``loss:``) and reports every active part, so a run logs what it is actually optimising.
+Pure compute: torch and pydantic only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from torch import Tensor, nn
+
+from training.vgg import FeatureNet
+
+LayerName = Annotated[str, StringConstraints(pattern=r"^relu\d+_\d+$")]
+Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def gram_matrix(f: Tensor) -> Tensor:
+    """N x C x C Gram matrix of N x C x H x W features, divided by C*H*W (the paper's G_j).
+
+    Computed in float32 with autocast off: un-normalised sums over H*W overflow float16.
+    """
+    if f.ndim != 4:
+        raise ValueError(f"expected N x C x H x W features, got shape {tuple(f.shape)}")
+    n, c, h, w = f.shape
+    with torch.autocast(device_type=f.device.type, enabled=False):
+        psi = f.float().reshape(n, c, h * w)
+        return torch.bmm(psi, psi.transpose(1, 2)) / (c * h * w)
+
+
+def feature_reconstruction_loss(a: Tensor, b: Tensor) -> Tensor:
+    """The paper's (1 / C H W) ||a - b||_2^2: the mean squared error per element (also over the batch)."""
+    _same_shape(a, b)
+    return F.mse_loss(a, b)
+
+
+def style_loss(feats_out: Mapping[str, Tensor], grams_style: Mapping[str, Tensor], layers: Sequence[str]) -> Tensor:
+    """Sum over ``layers`` of ||G(out) - G(style)||_F^2 (the paper's style loss), averaged over the batch.
+
+    A style Gram of batch 1 is broadcast against every output of the batch.
+    """
+    if not layers:
+        raise ValueError("style_loss needs at least one layer")
+    total = None
+    for layer in layers:
+        diff = gram_matrix(feats_out[layer]) - grams_style[layer].to(torch.float32)
+        term = diff.pow(2).sum(dim=(1, 2)).mean()
+        total = term if total is None else total + term
+    return total
+
+
+def total_variation_loss(x: Tensor) -> Tensor:
+    """Anisotropic TV: mean |vertical neighbour difference| + mean |horizontal neighbour difference|.
+
+    Zero for a constant image; a direction with a single row or column contributes nothing.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"expected an N x C x H x W image, got shape {tuple(x.shape)}")
+    tv = x.new_zeros(())
+    if x.shape[2] > 1:
+        tv = tv + (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().mean()
+    if x.shape[3] > 1:
+        tv = tv + (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean()
+    return tv
+
+
+def pixel_loss(a: Tensor, b: Tensor, kind: Literal["l1", "mse"] = "l1") -> Tensor:
+    """Per-pixel baseline loss: mean absolute ("l1") or mean squared ("mse") error."""
+    _same_shape(a, b)
+    if kind == "l1":
+        return F.l1_loss(a, b)
+    if kind == "mse":
+        return F.mse_loss(a, b)
+    raise ValueError(f"unknown pixel loss {kind!r}: use 'l1' or 'mse'")
+
+
+class LossConfig(BaseModel):
+    """How the training loss is made (``loss:`` in params.yaml); every weight >= 0, at least one > 0.
+
+    ``style_layers=None`` means every layer the feature network provides (relu1_1..relu3_1 for the
+    default normalised VGG-19, the Gatys/Johnson choice of one layer per block up to its depth).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    feature_weight: Weight = 1.0
+    feature_layer: LayerName = "relu2_2"
+    style_weight: Weight = 0.0
+    style_layers: tuple[LayerName, ...] | None = None
+    tv_weight: Weight = 0.0
+    pixel_weight: Weight = 0.0
+    pixel: Literal["l1", "mse"] = "l1"
+
+    @model_validator(mode="after")
+    def _something_to_optimise(self) -> LossConfig:
+        if not any(w > 0 for w in (self.feature_weight, self.style_weight, self.tv_weight, self.pixel_weight)):
+            raise ValueError("all loss weights are 0: set at least one of feature/style/tv/pixel_weight > 0")
+        if self.style_layers is not None:
+            if not self.style_layers:
+                raise ValueError("style_layers is empty: list layers, or leave it unset for all of them")
+            if len(set(self.style_layers)) != len(self.style_layers):
+                raise ValueError(f"style_layers has duplicates: {self.style_layers}")
+        return self
+
+    @property
+    def needs_features(self) -> bool:
+        """Whether a feature network must be loaded (feature or style loss active)."""
+        return self.feature_weight > 0 or self.style_weight > 0
+
+    @property
+    def needed_layers(self) -> tuple[str, ...] | None:
+        """The ``layers`` to pass to ``load_feature_net``: None means all it has (style over every layer).
+
+        Empty when no feature network is needed.
+        """
+        layers: list[str] = []
+        if self.style_weight > 0:
+            if self.style_layers is None:
+                return None
+            layers += self.style_layers
+        if self.feature_weight > 0:
+            layers.append(self.feature_layer)
+        return tuple(dict.fromkeys(layers))
+
+
+class PerceptualLoss(nn.Module):
+    """The weighted training loss; ``forward(output, target) -> (total, parts)``.
+
+    ``target`` is the clean image for image restoration and the content image for style transfer.
+    ``parts`` holds each active part already multiplied by its weight (so they add up to "total"),
+    as floats for logging. The style Grams are computed once here, from ``style_image``.
+    """
+
+    def __init__(self, cfg: LossConfig, feature_net: FeatureNet | None, style_image: Tensor | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        if cfg.needs_features and feature_net is None:
+            raise ValueError(
+                f"feature_weight={cfg.feature_weight} / style_weight={cfg.style_weight} need a feature network, got None"
+            )
+        if cfg.style_weight > 0 and style_image is None:
+            raise ValueError(f"style_weight={cfg.style_weight} needs a style image, got None")
+        self.feature_net = feature_net if cfg.needs_features else None
+
+        self.style_layers: tuple[str, ...] = ()
+        if cfg.style_weight > 0:
+            self.style_layers = feature_net.layers if cfg.style_layers is None else cfg.style_layers
+        wanted = (*self.style_layers, *((cfg.feature_layer,) if cfg.feature_weight > 0 else ()))
+        missing = [layer for layer in wanted if self.feature_net is not None and layer not in self.feature_net.layers]
+        if missing:
+            raise ValueError(
+                f"the loss needs {', '.join(missing)} but the feature network returns only "
+                f"{', '.join(feature_net.layers)}: load it with layers=LossConfig.needed_layers "
+                f"(its weights have {', '.join(feature_net.available_layers)})"
+            )
+
+        self._gram_names: dict[str, str] = {}
+        if self.style_layers:
+            style = style_image if style_image.ndim == 4 else style_image.unsqueeze(0)
+            if style.ndim != 4 or style.shape[:2] != (1, 3):
+                raise ValueError(f"style_image must be 3 x H x W or 1 x 3 x H x W, got shape {tuple(style_image.shape)}")
+            with torch.no_grad():
+                feats = feature_net(style.to(next(feature_net.parameters()).device))
+            for layer in self.style_layers:
+                name = f"style_gram_{layer}"
+                self.register_buffer(name, gram_matrix(feats[layer]).detach(), persistent=False)
+                self._gram_names[layer] = name
+
+    @property
+    def style_grams(self) -> dict[str, Tensor]:
+        return {layer: getattr(self, name) for layer, name in self._gram_names.items()}
+
+    def forward(self, output: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
+        _same_shape(output, target)
+        cfg = self.cfg
+        parts: dict[str, Tensor] = {}
+        if self.feature_net is not None:
+            feats_out = self.feature_net(output)
+            if cfg.feature_weight > 0:
+                with torch.no_grad():
+                    feat_target = self.feature_net(target)[cfg.feature_layer]
+                parts["feature"] = cfg.feature_weight * feature_reconstruction_loss(feats_out[cfg.feature_layer], feat_target)
+            if cfg.style_weight > 0:
+                parts["style"] = cfg.style_weight * style_loss(feats_out, self.style_grams, self.style_layers)
+        if cfg.tv_weight > 0:
+            parts["tv"] = cfg.tv_weight * total_variation_loss(output)
+        if cfg.pixel_weight > 0:
+            parts["pixel"] = cfg.pixel_weight * pixel_loss(output, target, cfg.pixel)
+        total = torch.stack([p.float() for p in parts.values()]).sum()
+        # One device sync for all the logged numbers instead of one per part.
+        values = torch.stack([*(p.detach().float() for p in parts.values()), total.detach()]).tolist()
+        return total, dict(zip([*parts, "total"], values, strict=True))
+
+
+def _same_shape(a: Tensor, b: Tensor) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
