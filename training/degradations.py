@@ -32,6 +32,11 @@ class Degradation(BaseModel):
         """How much smaller the input is than the target (1 for same-size tasks)."""
         return 1
 
+    @property
+    def input_channels(self) -> int:
+        """Channels of the input the network sees (colorization may feed one gray channel)."""
+        return 3
+
     def describe(self) -> dict[str, Any]:
         """What went into the input, for each sample's meta.json."""
         return {"kind": self.kind, **self.model_dump()}
@@ -119,6 +124,10 @@ class Grayscale(Degradation):
 
     kind: ClassVar[str] = "grayscale"
     channels: Literal[1, 3] = 3
+
+    @property
+    def input_channels(self) -> int:
+        return self.channels
 
     def transforms(self) -> list[A.BasicTransform]:
         return [A.ToGray(num_output_channels=self.channels, method="weighted_average", p=1.0)]

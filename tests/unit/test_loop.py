@@ -1,0 +1,84 @@
+"""The training step, schedule and checkpoint round trip, on a tiny network (no Ray)."""
+
+import copy
+
+import pytest
+import torch
+
+from training.loop import OptimConfig, checkpoint_state, lr_factor, make_optimizer, restore_state, to_model_input, train_step
+from training.losses import LossConfig, PerceptualLoss
+from training.models import TransformNetConfig, build_transform_net
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_sr():
+    torch.manual_seed(0)
+    return build_transform_net(TransformNetConfig(sr_channels=8, residual_blocks=1, norm="instance"), scale=2)
+
+
+def batch():
+    g = torch.Generator().manual_seed(1)
+    target = torch.rand(4, 3, 16, 16, generator=g)
+    return torch.nn.functional.avg_pool2d(target, 2), target
+
+
+def test_warmup_then_cosine_to_one_percent():
+    cfg = OptimConfig(steps=110, warmup_steps=10, lr_schedule="cosine")
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(10, cfg) == pytest.approx(1.0)
+    assert lr_factor(60, cfg) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert lr_factor(110, cfg) == pytest.approx(0.01)
+    assert lr_factor(50, OptimConfig(steps=100, lr_schedule="constant")) == 1.0
+
+
+def test_steps_lower_the_loss_on_a_fixed_batch():
+    model = tiny_sr()
+    loss_fn = PerceptualLoss(LossConfig(pixel_weight=1.0, feature_weight=0.0), None)
+    optimizer, scheduler = make_optimizer(model, OptimConfig(steps=40, lr=3e-3, lr_schedule="constant"))
+    x, y = batch()
+    first = train_step(model, loss_fn, optimizer, scheduler, x, y, grad_clip=1.0)
+    for _ in range(39):
+        last = train_step(model, loss_fn, optimizer, scheduler, x, y, grad_clip=1.0)
+    assert last.losses["total"] < 0.7 * first.losses["total"]
+    assert first.lr == pytest.approx(3e-3) and first.grad_norm > 0
+
+
+def test_restored_checkpoint_continues_exactly():
+    x, y = batch()
+    loss_fn = PerceptualLoss(LossConfig(pixel_weight=1.0, feature_weight=0.0), None)
+    cfg = OptimConfig(steps=10, lr=1e-3, warmup_steps=2)
+
+    model = tiny_sr()
+    optimizer, scheduler = make_optimizer(model, cfg)
+    for _ in range(3):
+        train_step(model, loss_fn, optimizer, scheduler, x, y, grad_clip=1.0)
+    state = copy.deepcopy(checkpoint_state(model, optimizer, scheduler, 3, {"task": "t"}))
+    for _ in range(2):
+        train_step(model, loss_fn, optimizer, scheduler, x, y, grad_clip=1.0)
+
+    resumed = tiny_sr()
+    opt2, sched2 = make_optimizer(resumed, cfg)
+    assert restore_state(state, resumed, opt2, sched2) == 3
+    for _ in range(2):
+        train_step(resumed, loss_fn, opt2, sched2, x, y, grad_clip=1.0)
+    for a, b in zip(model.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    assert opt2.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
+
+
+def test_model_input_conversion():
+    images = torch.tensor([[[[0, 128, 255]]]], dtype=torch.uint8)  # N=1, H=1, W=1, C=3
+    x = to_model_input(images, 3, torch.device("cpu"), channels_last=False)
+    assert x.shape == (1, 3, 1, 1) and x.flatten().tolist() == pytest.approx([0.0, 128 / 255, 1.0])
+    gray = to_model_input(images, 1, torch.device("cpu"), channels_last=False)
+    assert gray.shape == (1, 1, 1, 1)

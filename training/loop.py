@@ -1,0 +1,109 @@
+"""The per-worker training step: model, loss, optimiser, schedule; no orchestration.
+
+``pipelines/train.py`` runs this inside Ray Train workers (DDP, checkpoints, MLflow); the same
+pieces run in a plain loop for the benchmark. Images are float tensors in [0, 1], N x C x H x W.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from training.losses import PerceptualLoss
+
+
+class OptimConfig(BaseModel):
+    """How one task trains. ``batch_size`` is the global batch, split evenly over the workers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    steps: int = Field(500, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0, le=1)
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+
+
+def lr_factor(step: int, cfg: OptimConfig) -> float:
+    """Linear warm-up, then constant or cosine decay to 1% of the base rate."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: nn.Module, cfg: OptimConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    # Adam, lr 1e-3, as in the paper.
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
+    return optimizer, scheduler
+
+
+@dataclass
+class StepResult:
+    losses: dict[str, float]
+    grad_norm: float
+    lr: float
+
+
+def train_step(
+    model: nn.Module,
+    loss_fn: PerceptualLoss,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    grad_clip: float | None,
+    autocast_dtype: torch.dtype | None = None,
+) -> StepResult:
+    """One optimisation step; bf16 autocast when a dtype is given (GPU)."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    device_type = inputs.device.type
+    with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        output = model(inputs)
+        total, parts = loss_fn(output.float(), targets)
+    total.backward()
+    if grad_clip is not None:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
+    else:
+        grad_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None])))
+    lr = optimizer.param_groups[0]["lr"]
+    optimizer.step()
+    scheduler.step()
+    return StepResult(parts, grad_norm, lr)
+
+
+def to_model_input(batch: torch.Tensor, in_channels: int, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """uint8 N x H x W x C -> float N x C x H x W in [0, 1] on ``device``."""
+    x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+    if in_channels == 1:
+        x = x[:, :1]
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+
+
+def checkpoint_state(model: nn.Module, optimizer, scheduler, step: int, extra: dict[str, Any]) -> dict[str, Any]:
+    bare = model.module if hasattr(model, "module") else model  # unwrap DDP
+    return {
+        "model": bare.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "step": step,
+        **extra,
+    }
+
+
+def restore_state(state: dict[str, Any], model: nn.Module, optimizer, scheduler) -> int:
+    bare = model.module if hasattr(model, "module") else model
+    bare.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return int(state["step"])
