@@ -24,7 +24,7 @@ from tqdm import tqdm
 from pipelines import s3 as s3lib
 from pipelines.config import Collection, Config, RemoteFile
 from pipelines.fsutil import CHUNK, sha256_file, staging_dir
-from pipelines.paths import DATASETS_ENV, Paths
+from pipelines.paths import DATASETS_ENV, WEIGHTS_ENV, Paths
 
 log = logging.getLogger(__name__)
 ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz")
@@ -44,7 +44,25 @@ def acquire(cfg: Config, paths: Paths = Paths()) -> dict[str, int]:
             else:
                 counts[collection.name] = fetch_files(collection, tmp, cfg)
         log.info("acquired %s: %d files", collection.name, counts[collection.name])
+    if cfg.acquire.weights:
+        with staging_dir(paths.weights) as tmp:
+            counts["weights"] = copy_weights(cfg, paths.weights_source(), tmp)
     return counts
+
+
+def copy_weights(cfg: Config, source: Path, dest: Path) -> int:
+    """Copy each pretrained file, checked against the sha256 in params (never downloaded)."""
+    hint = f"set {WEIGHTS_ENV} to the folder that holds it (now: {source})"
+    for item in cfg.acquire.weights:
+        src = source / item.name
+        if not src.is_file():
+            raise AcquireError(f"pretrained weights {src} not found: {hint}")
+        actual = sha256_file(src)
+        if actual != item.sha256:
+            raise AcquireError(f"{src}: sha256 is {actual}, params expect {item.sha256} (altered or wrong file): {hint}")
+        shutil.copyfile(src, dest / item.name)
+        log.info("acquired weights %s", item.name)
+    return len(cfg.acquire.weights)
 
 
 def parse_sha256sums(path: Path) -> list[tuple[str, str]]:

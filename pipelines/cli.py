@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     which = shard.add_mutually_exclusive_group(required=True)
     which.add_argument("--task", help="a task listed under `tasks:` in params.yaml")
     which.add_argument("--all", action="store_true", help="every task listed in params.yaml")
+    train = sub.add_parser(
+        "train",
+        help="train a task's network with Ray Train; writes models/<task>/",
+        description="Run a Ray Train TorchTrainer over the task's shards (train.workers workers; a local Ray "
+        "unless train.ray_address or $RAY_ADDRESS names a cluster). Re-running the same command with the "
+        "same settings resumes from the last checkpoint under train.storage_path. One MLflow run per training.",
+    )
+    train.add_argument("--task", required=True, help="a task listed under `tasks:` in params.yaml")
     sub.add_parser("tasks", help="list the registered tasks and which ones params.yaml configures")
     return parser
 
@@ -93,6 +101,10 @@ def run(args: argparse.Namespace, cfg) -> int:
 
         for name in cfg.task_names if args.all else [args.task]:
             shard_flow(name, cfg)
+    elif args.command == "train":
+        from pipelines.train import train
+
+        train(args.task, cfg)
     elif args.command == "tasks":
         from training.tasks import TASKS
 

@@ -6,16 +6,21 @@ else reads the YAML. Errors name the offending key, e.g. ``tasks.sr_x4.patch_siz
 
 from __future__ import annotations
 
+import os
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from training.degradations import Degradation
+from training.loop import OptimConfig
+from training.losses import LossConfig
+from training.models import TransformNetConfig
 from training.tasks import TASKS, Task, get_task
+from training.vgg import FeatureNetConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -29,17 +34,19 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _sha256_hex(value: str) -> str:
+    value = value.lower()
+    if not SHA256_RE.match(value):
+        raise ValueError("must be 64 hex digits")
+    return value
+
+
+Sha256 = Annotated[str, AfterValidator(_sha256_hex)]
+
+
 class RemoteFile(Strict):
     uri: str = Field(min_length=1, description="https://, http://, s3:// or a local path")
-    sha256: str
-
-    @field_validator("sha256")
-    @classmethod
-    def _hex(cls, value: str) -> str:
-        value = value.lower()
-        if not SHA256_RE.match(value):
-            raise ValueError("must be 64 hex digits")
-        return value
+    sha256: Sha256
 
 
 class Collection(Strict):
@@ -56,8 +63,16 @@ class Collection(Strict):
         return self
 
 
+class WeightsFile(Strict):
+    """A pretrained file copied from the weights folder ($PERCEPT_WEIGHTS, else ../shared/weights)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    sha256: Sha256
+
+
 class AcquireConfig(Strict):
     collections: list[Collection] = Field(min_length=1)
+    weights: list[WeightsFile] = []
 
     @field_validator("collections")
     @classmethod
@@ -93,6 +108,32 @@ class ShardConfig(Strict):
     workers: int = Field(0, ge=0, description="0 = all cores")
 
 
+class TrainConfig(Strict):
+    """How Ray Train runs: workers, resources, checkpoints, retries (the same for every task)."""
+
+    tasks: list[str] = Field(default_factory=list, description="the tasks `dvc repro` trains (each must be under tasks:)")
+    workers: int = Field(1, ge=1, le=1024)
+    cpus_per_worker: int = Field(2, ge=1, description="Ray CPUs per worker, also torch threads")
+    gpus_per_worker: float = Field(0, ge=0)
+    ray_address: str | None = Field(None, description="join this cluster; else $RAY_ADDRESS; else start a local Ray")
+    storage_path: str = Field("runs", description="checkpoints: a local folder or s3://bucket/prefix")
+    checkpoint_every: int = Field(100, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    max_failures: int = Field(2, ge=0, description="worker-group restarts from the last checkpoint")
+    log_every: int = Field(10, ge=1)
+    loader_workers: int = Field(1, ge=0, description="DataLoader processes per training worker")
+    shuffle_buffer: int = Field(256, ge=1)
+    data_order: Literal["resampled", "sequential"] = "resampled"
+    channels_last: bool = True
+    bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
+
+
+class MlflowConfig(Strict):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    artifact_location: str = "mlartifacts"
+    experiment: str = "percept"
+
+
 class TaskParams(Strict):
     """Settings common to every task; ``degradation`` and ``options`` are typed per task."""
 
@@ -112,13 +153,17 @@ class TaskParams(Strict):
 
 
 def _task_params_model(task: Task) -> type[TaskParams]:
-    """A per-task model whose ``degradation`` block is validated by the task's own class."""
+    """A per-task model: each block is validated by the class the registry entry names, and
+    each block's defaults are the registry entry's, so params.yaml need only hold what differs."""
     return create_model(
         f"TaskParams_{task.name}",
         __base__=TaskParams,
         name=(Literal[task.name], task.name),  # type: ignore[valid-type]
         degradation=(task.degradation, task.make_degradation()),
         options=(task.options, task.options()),
+        model=(TransformNetConfig, task.make_model_config()),
+        loss=(LossConfig, task.make_loss_config()),
+        optim=(OptimConfig, task.make_optim_config()),
     )
 
 
@@ -138,6 +183,12 @@ class Config(Strict):
     shard: ShardConfig = ShardConfig()
     tasks: TasksSection  # type: ignore[valid-type]
 
+    feature_net: FeatureNetConfig = FeatureNetConfig()
+    train: TrainConfig = TrainConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    profile: str | None = Field(None, description="the entry of `profiles` merged over these settings")
+    profiles: dict[str, dict[str, Any]] = {}
+
     @model_validator(mode="before")
     @classmethod
     def _name_tasks(cls, data: Any) -> Any:
@@ -145,6 +196,23 @@ class Config(Strict):
         if isinstance(data, dict) and isinstance(data.get("tasks"), dict):
             data = {**data, "tasks": {k: ({**v, "name": k} if isinstance(v, dict) else v) for k, v in data["tasks"].items()}}
         return data
+
+    @model_validator(mode="after")
+    def _trained_tasks_are_configured(self) -> Config:
+        missing = [t for t in self.train.tasks if t not in self.task_names]
+        if missing and self.task_names:  # no tasks at all is reported on its own
+            raise ValueError(f"train.tasks names {', '.join(missing)}, which have no block under `tasks:`")
+        return self
+
+    @model_validator(mode="after")
+    def _batches_split_evenly(self) -> Config:
+        for name in self.task_names:
+            batch = self.task(name).optim.batch_size
+            if batch % self.train.workers:
+                raise ValueError(
+                    f"tasks.{name}.optim.batch_size ({batch}) must be a multiple of train.workers ({self.train.workers})"
+                )
+        return self
 
     @model_validator(mode="after")
     def _some_task(self) -> Config:
@@ -183,9 +251,31 @@ def load_config(path: str | Path = DEFAULT_PARAMS) -> Config:
     return parse_config(raw, source=str(path))
 
 
+PROFILE_ENV = "PERCEPT_PROFILE"
+
+
+def apply_profile(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """Merge ``profiles[<profile>]`` over the settings ($PERCEPT_PROFILE wins over `profile:`)."""
+    name = os.environ.get(PROFILE_ENV) or raw.get("profile")
+    if not name:
+        return raw
+    profiles = raw.get("profiles") or {}
+    if name not in profiles:
+        raise ConfigError(f"{source}: profile {name!r} is not defined under `profiles:` (have: {', '.join(profiles) or 'none'})")
+    return {**deep_merge(raw, profiles[name]), "profile": name}
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def parse_config(raw: Any, source: str = "params") -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
+    raw = apply_profile(raw, source)
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:

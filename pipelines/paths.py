@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DATASETS_ENV = "PERCEPT_DATASETS"
+WEIGHTS_ENV = "PERCEPT_WEIGHTS"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class Paths:
         """Accepted images, decoded, oriented and stored as RGB PNG: what the shard stage reads."""
         return self.manifest_dir / "images"
 
+    @property
+    def weights(self) -> Path:
+        return self.data / "weights"
+
     def shards(self, task: str) -> Path:
         return self.data / "shards" / task
 
@@ -45,3 +50,16 @@ class Paths:
         """The folder of default collections: $PERCEPT_DATASETS, else ../shared/datasets."""
         env = os.environ.get(DATASETS_ENV)
         return Path(env) if env else (self.root.resolve().parent / "shared" / "datasets")
+
+    def weights_source(self) -> Path:
+        """The folder of pretrained weights: $PERCEPT_WEIGHTS, else ../shared/weights."""
+        env = os.environ.get(WEIGHTS_ENV)
+        return Path(env) if env else (self.root.resolve().parent / "shared" / "weights")
+
+    def models(self, task: str) -> Path:
+        """A trained model: weights, config, loss curves and the MLflow run id (a DVC out)."""
+        return self.root / "models" / task
+
+    def train_plot(self, task: str) -> Path:
+        """Loss curves as TSV (step, loss parts, lr, samples/s) for `dvc plots`."""
+        return self.root / "plots" / "train" / f"{task}.tsv"

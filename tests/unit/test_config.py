@@ -104,3 +104,26 @@ def test_config_is_frozen(raw):
     cfg = parse_config(raw)
     with pytest.raises(Exception):
         cfg.seed = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda d: d["train"].update(tasks=["jpeg", "nope"]), "train.tasks names nope"),
+        (lambda d: d["train"].update(workers=3), "must be a multiple of train.workers (3)"),
+        (lambda d: d.update(profile="tpu"), "profile 'tpu' is not defined"),
+    ],
+)
+def test_training_settings_are_checked(raw, change, words):
+    assert words in error_of(mutated(raw, change))
+
+
+def test_gpu_profile_merges_the_papers_recipe(raw, monkeypatch):
+    cfg = parse_config(mutated(raw, lambda d: d.update(profile="gpu")))
+    assert cfg.profile == "gpu"
+    sr = cfg.task("sr_x4")
+    assert (sr.patch_size, sr.optim.batch_size, sr.optim.lr, sr.optim.steps) == (288, 4, 1e-3, 200_000)
+    assert sr.degradation.scale == 4  # untouched keys survive the merge
+    assert cfg.task("style").optim.steps == 40_000 and cfg.train.gpus_per_worker == 1
+    monkeypatch.setenv("PERCEPT_PROFILE", "gpu")
+    assert parse_config(raw).task("sr_x4").patch_size == 288

@@ -1,0 +1,341 @@
+"""The ``train`` stage: a Ray Train ``TorchTrainer`` running ``training.loop`` on every worker.
+
+The driver names the run deterministically (task + params + shard index), so running the same
+command again resumes from the last checkpoint in ``storage_path`` (Ray Train V2 semantics); it
+also owns the single MLflow run, which rank 0 logs into. The outputs under ``models/<task>/``
+(weights, config, loss curves, MLflow run id) are replaced whole when training ends.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipelines import tracking
+from pipelines.config import Config, parse_config
+from pipelines.fsutil import atomic_write_text, sha256_file, staging_dir
+from pipelines.paths import Paths
+from training.imresize import imresize_uint8
+from training.metrics import psnr_y
+from training.models import build_transform_net
+from training.pairs import sample_seed
+from training.shards import pair_dataset, shard_urls
+
+log = logging.getLogger(__name__)
+STATE_FILE = "state.pt"
+TRAINING_CODE = Path(__file__).resolve().parents[1] / "training"
+LOSS_KEYS = ["total", "pixel", "feature", "style", "tv"]
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    run_name: str
+    mlflow_run_id: str
+    steps: int
+    model_dir: Path
+    val: dict[str, float]
+
+
+# ------------------------------------------------------------------------------------------
+# Driver
+
+
+def run_name(task: str, cfg: Config, index_path: Path) -> str:
+    """Same task, settings and shards -> same name -> a rerun resumes instead of starting over."""
+    recipe = {
+        "task": cfg.task(task).model_dump(mode="json"),
+        "seed": cfg.seed,
+        "feature_net": cfg.feature_net.model_dump(mode="json"),
+        "workers": cfg.train.workers,
+        "data_order": cfg.train.data_order,
+        "shards": sha256_file(index_path),
+        # Changed training code must not resume a run that older code finished.
+        "code": {p.name: sha256_file(p) for p in sorted(TRAINING_CODE.glob("*.py"))},
+    }
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{task}-{digest}"
+
+
+def storage(cfg: Config, root: Path) -> tuple[str, Any]:
+    """(storage_path, storage_filesystem) for RunConfig: a local folder, or S3 through s3fs.
+
+    pyarrow's own S3 filesystem ignores endpoint overrides from the environment and trips on
+    S3-compatible servers' directory markers, so an s3:// path goes through s3fs.
+    """
+    path = cfg.train.storage_path
+    if not path.startswith("s3://"):
+        return str((root / path).resolve()), None
+    import pyarrow.fs
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=cfg.s3.endpoint_url, client_kwargs={"region_name": cfg.s3.region} if cfg.s3.region else None)
+    return path.removeprefix("s3://"), pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
+
+
+def worker_params(cfg: Config, root: Path) -> dict[str, Any]:
+    """The config as plain data for the workers, with paths made absolute (workers run elsewhere)."""
+    data = cfg.model_dump(mode="json")
+    data["feature_net"]["weights"] = str((root / cfg.feature_net.weights).resolve())
+    for name in cfg.task_names:
+        options = data["tasks"][name].get("options") or {}
+        if "style_image" in options:
+            options["style_image"] = str((root / options["style_image"]).resolve())
+    data["mlflow"]["tracking_uri"] = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, root)
+    return data
+
+
+def init_ray(cfg: Config) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.train.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        # A short temp dir: Ray's unix socket paths must stay under 107 bytes.
+        ray.init(_temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"), configure_logging=False)
+
+
+def train(task: str, cfg: Config, paths: Paths = Paths()) -> TrainOutcome:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    params = cfg.task(task)
+    index_path = paths.shards(task) / "index.json"
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{index_path} not found: run `percept shard --task {task}` (or `dvc repro`) first")
+    root = paths.root.resolve()
+    name = run_name(task, cfg, index_path)
+    mlflow = tracking.client(cfg.mlflow, root)
+    exp_id = tracking.experiment_id(mlflow, cfg.mlflow, root)
+    run_id, resumed = tracking.find_or_create_run(mlflow, exp_id, name, {"percept.task": task})
+    tracking.log_params(mlflow, run_id, {"task": task, **params.model_dump(mode="json", exclude={"name"}),
+                                         "train": cfg.train.model_dump(mode="json"), "seed": cfg.seed})
+    log.info("training %s as run %s (MLflow run %s%s)", task, name, run_id, ", resumed" if resumed else "")
+
+    init_ray(cfg)
+    storage_path, filesystem = storage(cfg, root)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "params": worker_params(cfg, root),
+            "task": task,
+            "shards": str(paths.shards(task).resolve()),
+            "mlflow_run_id": run_id,
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.train.workers,
+            use_gpu=cfg.train.gpus_per_worker > 0,
+            resources_per_worker={"CPU": cfg.train.cpus_per_worker, **({"GPU": cfg.train.gpus_per_worker} if cfg.train.gpus_per_worker else {})},
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except BaseException:
+        mlflow.set_terminated(run_id, status="FAILED")
+        raise
+    with result.checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+    val = quick_validation(task, cfg, state, paths)
+    tracking.log_metrics(mlflow, run_id, {f"val_{k}": v for k, v in val.items()}, step=state["step"])
+    write_model_dir(task, cfg, paths, state, name, run_id, exp_id, mlflow)
+    mlflow.set_terminated(run_id, status="FINISHED")
+    print(f"train {task}: {state['step']} steps; val PSNR-Y {val['psnr_y']:.2f} dB vs baseline "
+          f"{val['psnr_y_baseline']:.2f} dB -> {paths.models(task)}")
+    return TrainOutcome(name, run_id, state["step"], paths.models(task), val)
+
+
+def build_model_from_state(state: dict[str, Any]) -> torch.nn.Module:
+    from training.models import TransformNetConfig
+
+    model = build_transform_net(TransformNetConfig(**state["model_config"]), state["scale"])
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+@torch.inference_mode()
+def quick_validation(task: str, cfg: Config, state: dict[str, Any], paths: Paths) -> dict[str, float]:
+    """Mean PSNR-Y of the model and of the baseline (bicubic for SR, the input otherwise) on the
+    val shards. The full protocol (SSIM, perceptual metrics, reports) is the evaluate stage's."""
+    model = build_model_from_state(state)
+    scale, in_channels = state["scale"], state["model_config"]["in_channels"]
+    ours, base = [], []
+    for sample in pair_dataset(shard_urls(paths.shards(task), "val")):
+        lr, hr = sample["input"], sample["target"]
+        x = torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255.0)[:, :in_channels]
+        out = model(x).clamp(0, 1)[0].permute(1, 2, 0).mul(255.0).round().byte().numpy()
+        baseline = imresize_uint8(lr, scale=scale) if scale > 1 else lr
+        ours.append(psnr_y(out, hr, crop=scale if scale > 1 else 0))
+        base.append(psnr_y(baseline, hr, crop=scale if scale > 1 else 0))
+    return {"psnr_y": float(np.mean(ours)), "psnr_y_baseline": float(np.mean(base)), "images": float(len(ours))}
+
+
+def write_model_dir(task: str, cfg: Config, paths: Paths, state: dict[str, Any], name: str, run_id: str, exp_id: str, mlflow) -> None:
+    history = tracking.metric_history(mlflow, run_id, [f"loss_{k}" for k in LOSS_KEYS] + ["lr", "samples_per_s"])
+    columns = sorted({k for row in history.values() for k in row})
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    writer.writerow(["step", *columns])
+    for step, row in history.items():
+        writer.writerow([step, *(f"{row[c]:.6g}" if c in row else "" for c in columns)])
+    with staging_dir(paths.models(task)) as tmp:
+        model_file = {k: state[k] for k in ("task", "scale", "model_config", "model", "step")}
+        torch.save(model_file, tmp / "model.pt")
+        atomic_write_text(tmp / "config.json", json.dumps(cfg.task(task).model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+        run = {"run_name": name, "mlflow_run_id": run_id, "mlflow_experiment_id": exp_id,
+               "tracking_uri": tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, paths.root), "steps": state["step"]}
+        atomic_write_text(tmp / "run.json", json.dumps(run, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(paths.train_plot(task), buf.getvalue())
+
+
+# ------------------------------------------------------------------------------------------
+# Worker
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker: DDP model, seeded resampled shards, periodic checkpoints."""
+    import ray.train
+    import ray.train.torch
+
+    from training.loop import checkpoint_state, make_optimizer, restore_state, to_model_input, train_step
+    from training.losses import PerceptualLoss
+    from training.shards import train_batches
+    from training.vgg import load_feature_net
+
+    cfg = parse_config(config["params"])
+    task = config["task"]
+    params = cfg.task(task)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(cfg.train.cpus_per_worker)
+    device = ray.train.torch.get_device()
+    on_gpu = device.type == "cuda"
+    channels_last = on_gpu and cfg.train.channels_last
+    autocast = torch.bfloat16 if on_gpu and cfg.train.bf16 else None
+
+    degradation = params.degradation
+    model_config = params.model.model_copy(update={"in_channels": degradation.input_channels})
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts them)
+    model = build_transform_net(model_config, degradation.input_scale)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(model)
+
+    feature_net = None
+    if params.loss.needs_features:
+        feature_net = load_feature_net(cfg.feature_net, params.loss.needed_layers).to(device)
+    style = load_style_image(params.options.style_image, device) if params.loss.style_weight > 0 else None
+    loss_fn = PerceptualLoss(params.loss, feature_net, style).to(device)
+    optimizer, scheduler = make_optimizer(model, params.optim)
+
+    start = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=True)
+        start = restore_state(state, model, optimizer, scheduler)
+        if rank == 0:
+            log.info("[%s] resuming from step %d", task, start)
+
+    per_worker = params.optim.batch_size // world
+    batches = train_batches(
+        shard_urls(config["shards"], "train"), per_worker,
+        # A fresh stream after a restart, so a resumed run does not replay the batches it saw.
+        seed=sample_seed(cfg.seed, task, "train-stream", start) % 2**31,
+        rank=rank, world_size=world, order=cfg.train.data_order,
+        shuffle_buffer=cfg.train.shuffle_buffer, loader_workers=cfg.train.loader_workers,
+    )
+    mlflow = tracking.client(cfg.mlflow) if rank == 0 else None
+    steps = params.optim.steps
+    meter = ThroughputMeter(params.optim.batch_size)
+    for step in range(start, steps):
+        inputs, targets = next(batches)
+        result = train_step(
+            model, loss_fn, optimizer, scheduler,
+            to_model_input(inputs, degradation.input_channels, device, channels_last),
+            to_model_input(targets, 3, device, channels_last),
+            params.optim.grad_clip, autocast,
+        )
+        done = step + 1
+        meter.tick()
+        if done % cfg.train.log_every == 0 or done == steps:
+            losses = mean_over_ranks(result.losses, world, device)
+            if rank == 0:
+                metrics = {f"loss_{k}": v for k, v in losses.items()}
+                metrics.update(lr=result.lr, grad_norm=result.grad_norm, samples_per_s=meter.rate())
+                tracking.log_metrics(mlflow, config["mlflow_run_id"], metrics, step=done)
+                log.info(progress_line(task, done, steps, losses, meter))
+        if done % cfg.train.checkpoint_every == 0 or done == steps:
+            with tempfile.TemporaryDirectory() as folder:
+                saved = None
+                if rank == 0:
+                    extra = {"task": task, "scale": degradation.input_scale, "model_config": model_config.model_dump(mode="json")}
+                    torch.save(checkpoint_state(model, optimizer, scheduler, done, extra), Path(folder) / STATE_FILE)
+                    saved = ray.train.Checkpoint.from_directory(folder)
+                ray.train.report({"step": done, **{f"loss_{k}": v for k, v in result.losses.items()}}, checkpoint=saved)
+
+
+def load_style_image(path: str, device: torch.device) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(255.0).to(device)
+
+
+def mean_over_ranks(values: dict[str, float], world: int, device: torch.device) -> dict[str, float]:
+    if world == 1:
+        return values
+    import torch.distributed as dist
+
+    keys = sorted(values)
+    packed = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(packed)
+    return {k: float(v) / world for k, v in zip(keys, packed.tolist())}
+
+
+class ThroughputMeter:
+    """Samples/s over the recent steps, and an ETA."""
+
+    def __init__(self, batch_size: int, window: int = 20):
+        self.batch_size, self.window = batch_size, window
+        self.times: list[float] = [time.perf_counter()]
+
+    def tick(self) -> None:
+        self.times = (self.times + [time.perf_counter()])[-(self.window + 1) :]
+
+    def rate(self) -> float:
+        span = self.times[-1] - self.times[0]
+        return self.batch_size * (len(self.times) - 1) / span if span > 0 else 0.0
+
+    def eta(self, remaining_steps: int) -> float:
+        rate = self.rate()
+        return remaining_steps * self.batch_size / rate if rate > 0 else float("nan")
+
+
+def progress_line(task: str, step: int, steps: int, losses: dict[str, float], meter: ThroughputMeter) -> str:
+    parts = " ".join(f"{k} {v:.4g}" for k, v in losses.items() if k != "total")
+    eta = meter.eta(steps - step)
+    eta_text = f"{int(eta // 60)}m{int(eta % 60):02d}s" if eta == eta else "?"
+    return (f"[{task}] step {step}/{steps} ({100 * step / steps:.0f}%) loss {losses.get('total', float('nan')):.4g} "
+            f"({parts}) {meter.rate():.1f} samples/s ETA {eta_text}")
