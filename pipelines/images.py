@@ -37,8 +37,16 @@ class Rejected(Exception):
         self.detail = detail
 
 
-def decode_image(data: bytes, max_pixels: int, min_side: int = 1) -> np.ndarray:
-    """Decode ``data`` fully; return HxWx3 uint8 RGB with EXIF orientation applied."""
+SINGLE_CHANNEL_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"})
+
+
+def source_channels(mode: str) -> int:
+    """1 for gray sources (evaluation scores them on their gray values, not on Y), else 3."""
+    return 1 if mode in SINGLE_CHANNEL_MODES else 3
+
+
+def decode_image(data: bytes, max_pixels: int, min_side: int = 1) -> tuple[np.ndarray, int]:
+    """Decode ``data`` fully; return (HxWx3 uint8 RGB with EXIF orientation applied, source channels)."""
     if not data:
         raise Rejected(RejectReason.EMPTY, "zero-byte file")
     try:
@@ -54,12 +62,13 @@ def decode_image(data: bytes, max_pixels: int, min_side: int = 1) -> np.ndarray:
             img.load()
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow reports truncation and bad streams so
         raise Rejected(RejectReason.TRUNCATED, f"decoding failed: {exc}") from None
+    channels = source_channels(img.mode)
     img = ImageOps.exif_transpose(img)
     rgb = to_rgb_array(img)
     h, w = rgb.shape[:2]
     if min(h, w) < min_side:
         raise Rejected(RejectReason.TOO_SMALL, f"{w}x{h} is smaller than {min_side} px on a side")
-    return rgb
+    return rgb, channels
 
 
 def to_rgb_array(img: Image.Image) -> np.ndarray:

@@ -32,7 +32,7 @@ from pipelines.paths import Paths
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FIELDS = ["id", "source_uri", "sha256", "width", "height", "split", "path"]
+MANIFEST_FIELDS = ["id", "source_uri", "sha256", "width", "height", "split", "path", "source_channels"]
 REJECT_FIELDS = ["source_uri", "split", "reason", "detail"]
 
 
@@ -53,6 +53,7 @@ class ManifestRow:
     height: int
     split: str
     path: str
+    source_channels: int  # 1 for gray sources: SR benchmarks score those on gray values, not Y
 
 
 @dataclass(frozen=True)
@@ -132,10 +133,10 @@ def decode_all(candidates: list[Candidate], cfg: Config, images_dir: Path) -> tu
             return c, Rejected(RejectReason.UNREADABLE, str(exc))
         min_side = min_train_side if c.split == "train" else cfg.ingest.min_val_side
         try:
-            rgb = decode_image(data, cfg.ingest.max_pixels, min_side)
+            rgb, channels = decode_image(data, cfg.ingest.max_pixels, min_side)
         except Rejected as rej:
             return c, rej
-        return c, (pixel_sha256(rgb), rgb.shape[1], rgb.shape[0], encode_png(rgb))
+        return c, (pixel_sha256(rgb), rgb.shape[1], rgb.shape[0], encode_png(rgb), channels)
 
     decoded = []
     with ThreadPoolExecutor(cfg.ingest.download_workers) as pool:
@@ -156,7 +157,7 @@ def dedupe_and_write(decoded, images_dir: Path) -> tuple[list[ManifestRow], list
         if isinstance(result, Rejected):
             rejects.append(RejectRow(c.uri, c.split, result.reason.value, result.detail))
             continue
-        sha, width, height, png = result
+        sha, width, height, png, channels = result
         if sha in kept_by_sha:
             rejects.append(RejectRow(c.uri, c.split, RejectReason.DUPLICATE.value, f"same pixels as {kept_by_sha[sha]}"))
             continue
@@ -166,7 +167,7 @@ def dedupe_and_write(decoded, images_dir: Path) -> tuple[list[ManifestRow], list
         used_ids.add(ident)
         kept_by_sha[sha] = ident
         (images_dir / f"{ident}.png").write_bytes(png)
-        accepted.append(ManifestRow(ident, c.uri, sha, width, height, c.split, f"images/{ident}.png"))
+        accepted.append(ManifestRow(ident, c.uri, sha, width, height, c.split, f"images/{ident}.png", channels))
     accepted.sort(key=lambda r: (r.split, r.id))
     rejects.sort(key=lambda r: (r.split, r.source_uri))
     return accepted, rejects
@@ -184,7 +185,8 @@ def write_csv(path: Path, fields: list[str], rows) -> None:
 def read_manifest(path: Path) -> list[ManifestRow]:
     with open(path, newline="") as fh:
         return [
-            ManifestRow(r["id"], r["source_uri"], r["sha256"], int(r["width"]), int(r["height"]), r["split"], r["path"])
+            ManifestRow(r["id"], r["source_uri"], r["sha256"], int(r["width"]), int(r["height"]), r["split"], r["path"],
+                        int(r["source_channels"]))
             for r in csv.DictReader(fh)
         ]
 

@@ -29,6 +29,7 @@ class ImageJob:
     patch_size: int
     patches: int
     seed: int
+    source_channels: int = 3
 
 
 def make_samples(job: ImageJob) -> list[Sample]:
@@ -40,7 +41,7 @@ def make_samples(job: ImageJob) -> list[Sample]:
             pair, key = train_pair(image, job.degradation, job.patch_size, seed), f"{job.image_id}-p{k:03d}"
         else:
             pair, key = val_pair(image, job.degradation, seed), job.image_id
-        meta = {"source_id": job.image_id, "task": job.task, "split": job.split, **pair.meta}
+        meta = {"source_id": job.image_id, "source_channels": job.source_channels, "task": job.task, "split": job.split, **pair.meta}
         samples.append(
             {
                 "__key__": key.encode(),

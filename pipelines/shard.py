@@ -104,7 +104,8 @@ def image_jobs(task_name: str, cfg: Config, rows: list[ManifestRow], manifest_di
         chosen = [chosen[i] for i in order]
     patches = params.patches_per_image if split == "train" else 1
     return [
-        ImageJob(task_name, split, r.id, str(manifest_dir / r.path), params.degradation, params.patch_size, patches, cfg.seed)
+        ImageJob(task_name, split, r.id, str(manifest_dir / r.path), params.degradation, params.patch_size, patches, cfg.seed,
+                 r.source_channels)
         for r in chosen
     ]
 

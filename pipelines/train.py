@@ -28,7 +28,7 @@ from pipelines.config import Config, parse_config
 from pipelines.fsutil import atomic_write_text, sha256_file, staging_dir
 from pipelines.paths import Paths
 from training.imresize import imresize_uint8
-from training.metrics import psnr_y
+from training.metrics import psnr_sr
 from training.models import build_transform_net
 from training.pairs import sample_seed
 from training.shards import pair_dataset, shard_urls
@@ -160,8 +160,9 @@ def train(task: str, cfg: Config, paths: Paths = Paths()) -> TrainOutcome:
     tracking.log_metrics(mlflow, run_id, {f"val_{k}": v for k, v in val.items()}, step=state["step"])
     write_model_dir(task, cfg, paths, state, name, run_id, exp_id, mlflow)
     mlflow.set_terminated(run_id, status="FINISHED")
-    print(f"train {task}: {state['step']} steps; val PSNR-Y {val['psnr_y']:.2f} dB vs baseline "
-          f"{val['psnr_y_baseline']:.2f} dB -> {paths.models(task)}")
+    groups = sorted(k.removeprefix("psnr_y_baseline_") for k in val if k.startswith("psnr_y_baseline_"))
+    per_set = "; ".join(f"{g} {val[f'psnr_y_{g}']:.2f} vs {val[f'psnr_y_baseline_{g}']:.2f}" for g in groups)
+    print(f"train {task}: {state['step']} steps -> {paths.models(task)}; val PSNR-Y (model vs baseline, dB): {per_set}")
     return TrainOutcome(name, run_id, state["step"], paths.models(task), val)
 
 
@@ -179,15 +180,22 @@ def quick_validation(task: str, cfg: Config, state: dict[str, Any], paths: Paths
     val shards. The full protocol (SSIM, perceptual metrics, reports) is the evaluate stage's."""
     model = build_model_from_state(state)
     scale, in_channels = state["scale"], state["model_config"]["in_channels"]
-    ours, base = [], []
+    ours, base, groups = [], [], []
     for sample in pair_dataset(shard_urls(paths.shards(task), "val")):
         lr, hr = sample["input"], sample["target"]
         x = torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255.0)[:, :in_channels]
         out = model(x).clamp(0, 1)[0].permute(1, 2, 0).mul(255.0).round().byte().numpy()
         baseline = imresize_uint8(lr, scale=scale) if scale > 1 else lr
-        ours.append(psnr_y(out, hr, crop=scale if scale > 1 else 0))
-        base.append(psnr_y(baseline, hr, crop=scale if scale > 1 else 0))
-    return {"psnr_y": float(np.mean(ours)), "psnr_y_baseline": float(np.mean(base)), "images": float(len(ours))}
+        crop, channels = (scale if scale > 1 else 0), sample["meta"].get("source_channels", 3)
+        ours.append(psnr_sr(out, hr, crop, channels))
+        base.append(psnr_sr(baseline, hr, crop, channels))
+        groups.append(sample["meta"]["source_id"].split("_")[0])  # the collection, e.g. Set5
+    result = {"psnr_y": float(np.mean(ours)), "psnr_y_baseline": float(np.mean(base)), "images": float(len(ours))}
+    for group in sorted(set(groups)):
+        picked = [i for i, g in enumerate(groups) if g == group]
+        result[f"psnr_y_{group}"] = float(np.mean([ours[i] for i in picked]))
+        result[f"psnr_y_baseline_{group}"] = float(np.mean([base[i] for i in picked]))
+    return result
 
 
 def write_model_dir(task: str, cfg: Config, paths: Paths, state: dict[str, Any], name: str, run_id: str, exp_id: str, mlflow) -> None:

@@ -34,10 +34,13 @@ def tiny_params() -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["acquire"]["collections"] = [{"name": "T91", "dataset": "T91"}, {"name": "Set5", "dataset": "Set5"}]
     params["ingest"]["sources"] = [{"uri": "data/raw/T91", "split": "train"}, {"uri": "data/raw/Set5", "split": "val"}]
+    tiny_net = {"sr_channels": 8, "residual_blocks": 1}
     params["tasks"] = {
-        "sr_x4": {"patch_size": 32, "patches_per_image": 2, "degradation": {"scale": 4}},
+        "sr_x4": {"patch_size": 32, "patches_per_image": 2, "degradation": {"scale": 4},
+                  "model": tiny_net, "optim": {"steps": 4, "batch_size": 2, "warmup_steps": 0}},
         "denoise": {"patch_size": 32, "patches_per_image": 2, "degradation": {"sigma": 25.0}},
     }
+    params["train"].update(tasks=["sr_x4"], cpus_per_worker=1, checkpoint_every=2, log_every=2, loader_workers=0)
     return params
 
 
@@ -59,6 +62,7 @@ def project(tmp_path_factory, prefect_harness):
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "PERCEPT_DATASETS": str(tiny_datasets(base / "datasets")),
+        "PERCEPT_WEIGHTS": str(ROOT.parent / "shared" / "weights"),
         "PREFECT_API_URL": PREFECT_API_URL.value(),  # the test server: no temporary server per stage
         "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
     }
@@ -77,8 +81,11 @@ def check(result) -> str:
 def test_repro_runs_then_is_a_no_op_then_reruns_only_the_changed_task(project):
     repo, run = project
     out = check(run("dvc", "repro"))
-    for stage in ("acquire", "ingest", "shard@sr_x4", "shard@denoise"):
+    for stage in ("acquire", "ingest", "shard@sr_x4", "shard@denoise", "train@sr_x4"):
         assert f"Running stage '{stage}'" in out
+    run_info = yaml.safe_load((repo / "models" / "sr_x4" / "run.json").read_text())
+    assert run_info["steps"] == 4 and (repo / "models" / "sr_x4" / "model.pt").stat().st_size > 0
+    assert (repo / "plots" / "train" / "sr_x4.tsv").read_text().splitlines()[0].startswith("step\t")
     for task, scale in (("sr_x4", 4), ("denoise", 1)):
         index = yaml.safe_load((repo / "data" / "shards" / task / "index.json").read_text())
         assert index["splits"] == {"train": 4 * 2, "val": 2} and index["scale"] == scale
@@ -94,7 +101,7 @@ def test_repro_runs_then_is_a_no_op_then_reruns_only_the_changed_task(project):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = check(run("dvc", "repro"))
     assert "Running stage 'shard@denoise'" in out
-    assert "shard@sr_x4" not in out or "Running stage 'shard@sr_x4'" not in out
+    assert "Running stage 'shard@sr_x4'" not in out and "Running stage 'train@sr_x4'" not in out
     assert all(p.stat().st_mtime_ns == t for p, t in stamp.items() if "sr_x4" in str(p))
     index = yaml.safe_load((repo / "data" / "shards" / "denoise" / "index.json").read_text())
     assert index["splits"]["train"] == 4 * 3

@@ -106,6 +106,9 @@ def test_ingest_accepts_every_mode_and_rejects_every_bad_kind(prefect_harness, m
     rotated = by_name["rotated.jpg"]
     assert (rotated.width, rotated.height) == (40, 64)  # EXIF orientation applied
     assert by_name["gray_L.png"].sha256 != by_name["palette_P.png"].sha256
+    # Gray sources are remembered: SR benchmarks score them on gray values rather than on Y.
+    assert {n: r.source_channels for n, r in by_name.items() if r.source_channels == 1} == {
+        "gray_L.png": 1, "gray_alpha_LA.png": 1, "deep_16bit.png": 1}
     assert len({r.id for r in manifest}) == len(manifest)
 
 

@@ -36,11 +36,41 @@ def test_border_crop_ignores_the_border():
         psnr(a, b, crop=4)
 
 
-def test_psnr_y_sees_only_luma_weighted_error():
+def test_psnr_y_sees_only_luma_weighted_8bit_error():
     target = np.full((6, 6, 3), 100, np.uint8)
     out = target.copy()
-    out[..., 2] += 10  # blue +10 -> Y +10 * 24.966 / 255
-    dy = 10 * 24.966 / 255
-    assert psnr_y(out, target) == pytest.approx(10 * math.log10(255**2 / dy**2))
+    out[..., 2] += 10
+    # Y(target) = 16 + 100 * 219 / 255 = 101.88 -> 102; blue +10 adds 10 * 24.966 / 255 = 0.98,
+    # so Y(out) = 102.86 -> 103: a difference of exactly 1 on every pixel.
+    assert psnr_y(out, target) == pytest.approx(10 * math.log10(255**2 / 1.0))
+    out[..., 2] = 103  # +3 on blue: Y 102.17 -> 102, the same 8-bit Y as the target
+    assert psnr_y(out, target) == math.inf
     with pytest.raises(ValueError, match="shapes differ"):
         psnr_y(out[:5], target)
+
+
+# Published bicubic baselines (SRCNN / VDSR tables): PSNR-Y in dB.
+PUBLISHED = {("Set5", 4): 28.42, ("Set5", 8): 24.40, ("Set14", 2): 30.24, ("Set14", 3): 27.55,
+             ("Set14", 4): 26.00, ("Set14", 8): 23.10, ("Set5", 2): 33.66, ("Set5", 3): 30.39}
+
+
+@pytest.mark.parametrize(("name", "scale"), sorted(PUBLISHED))
+def test_bicubic_baseline_reproduces_the_published_tables(name, scale):
+    from pathlib import Path
+
+    from PIL import Image
+
+    from training.imresize import imresize_uint8
+    from training.metrics import psnr_sr
+    from training.pairs import mod_crop
+
+    folder = Path(__file__).resolve().parents[3] / "shared" / "datasets" / name / "HR"
+    scores = []
+    for path in sorted(folder.glob("*.png")):
+        with Image.open(path) as img:
+            channels = 1 if img.mode == "L" else 3
+            hr = mod_crop(np.asarray(img.convert("RGB")), scale)
+        upscaled = imresize_uint8(imresize_uint8(hr, scale=1 / scale), scale=scale)
+        scores.append(psnr_sr(upscaled, hr, crop=scale, source_channels=channels))
+    assert len(scores) == {"Set5": 5, "Set14": 14}[name]
+    assert abs(np.mean(scores) - PUBLISHED[(name, scale)]) <= 0.02
