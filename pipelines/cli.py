@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 from pipelines.config import DEFAULT_PARAMS, ConfigError, load_config
+from pipelines.env import apply_quiet_defaults
 from pipelines.paths import DATASETS_ENV
 
-# Quiet, offline defaults for the libraries we drive (a user's own setting wins).
-for _key, _value in {
-    "NO_ALBUMENTATIONS_UPDATE": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DVC_NO_ANALYTICS": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "RAY_AUTH_MODE": "disabled",
-}.items():
-    os.environ.setdefault(_key, _value)
+apply_quiet_defaults()  # before the libraries are imported by the verbs
 
 log = logging.getLogger("percept")
 

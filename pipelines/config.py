@@ -6,6 +6,7 @@ else reads the YAML. Errors name the offending key, e.g. ``tasks.sr_x4.patch_siz
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from functools import cached_property
@@ -266,9 +267,10 @@ def apply_profile(raw: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
+    """``over`` merged into a copy of ``base``: dicts key by key, anything else replaced."""
+    out = copy.deepcopy(base)
     for key, value in over.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else copy.deepcopy(value)
     return out
 
 

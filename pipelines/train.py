@@ -77,10 +77,20 @@ def storage(cfg: Config, root: Path) -> tuple[str, Any]:
     path = cfg.train.storage_path
     if not path.startswith("s3://"):
         return str((root / path).resolve()), None
+    import boto3
     import pyarrow.fs
     import s3fs
 
-    fs = s3fs.S3FileSystem(endpoint_url=cfg.s3.endpoint_url, client_kwargs={"region_name": cfg.s3.region} if cfg.s3.region else None)
+    # Credentials come from the standard chain here, on the driver, and travel with the
+    # filesystem object to the workers, which may not have the same environment or profile.
+    found = boto3.Session().get_credentials()
+    keys = {}
+    if found is not None:
+        frozen = found.get_frozen_credentials()
+        keys = {"key": frozen.access_key, "secret": frozen.secret_key, "token": frozen.token}
+    fs = s3fs.S3FileSystem(
+        endpoint_url=cfg.s3.endpoint_url, client_kwargs={"region_name": cfg.s3.region} if cfg.s3.region else None, **keys
+    )
     return path.removeprefix("s3://"), pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
 
 

@@ -11,17 +11,9 @@
 
 from __future__ import annotations
 
-import os
+from pipelines.env import apply_quiet_defaults
 
-# Quiet and offline, as the Makefile sets them, also when pytest is run by hand.
-for _key, _value in {
-    "NO_ALBUMENTATIONS_UPDATE": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DVC_NO_ANALYTICS": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "RAY_AUTH_MODE": "disabled",
-}.items():
-    os.environ.setdefault(_key, _value)
+apply_quiet_defaults()  # as the Makefile sets them, also when pytest is run by hand
 
 import copy
 import functools

@@ -51,11 +51,11 @@ def build_datasets(root: Path, name: str = "Mini", files: tuple[str, ...] = MINI
 
 
 def dataset_config(make_config, name: str = "Mini"):
-    return make_config({"acquire": {"collections": [{"name": name, "dataset": name}]}})
+    return make_config({"acquire": {"collections": [{"name": name, "dataset": name}], "weights": []}})
 
 
 def files_config(make_config, files: list[dict], name: str = "web", **overrides):
-    return make_config({"acquire": {"collections": [{"name": name, "files": files}]}, **overrides})
+    return make_config({"acquire": {"collections": [{"name": name, "files": files}], "weights": []}, **overrides})
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,4 +319,34 @@ def test_two_files_with_one_name_are_refused(tmp_path, make_config):
     with pytest.raises(AcquireError, match="two files with one name"):
         acquire(files_config(make_config, files), paths)
     assert not (paths.raw / "web").exists()
+    assert_no_leftovers(paths)
+
+
+# --------------------------------------------------------------------------------------------
+# pretrained weights
+
+WEIGHTS = Path(__file__).resolve().parents[3] / "shared" / "weights"
+VGG = "vgg_normalised_conv3_1.pth"
+
+
+def weights_config(make_config, digest: str):
+    return make_config({"acquire": {"collections": [{"name": "Mini", "dataset": "Mini"}],
+                                    "weights": [{"name": VGG, "sha256": digest}]}})
+
+
+def test_weights_copied_and_checked(tmp_path, datasets, monkeypatch, make_config):
+    monkeypatch.setenv("PERCEPT_WEIGHTS", str(WEIGHTS))
+    paths = Paths(root=tmp_path / "project")
+    digest = sha256((WEIGHTS / VGG).read_bytes())
+    assert acquire(weights_config(make_config, digest), paths) == {"Mini": 3, "weights": 1}
+    assert (paths.weights / VGG).read_bytes() == (WEIGHTS / VGG).read_bytes()
+
+    with pytest.raises(AcquireError, match="PERCEPT_WEIGHTS") as err:
+        acquire(weights_config(make_config, "0" * 64), paths)
+    assert "params expect" in str(err.value)
+    assert (paths.weights / VGG).read_bytes() == (WEIGHTS / VGG).read_bytes()  # the good copy stays
+
+    monkeypatch.setenv("PERCEPT_WEIGHTS", str(tmp_path / "nowhere"))
+    with pytest.raises(AcquireError, match="not found: set PERCEPT_WEIGHTS"):
+        acquire(weights_config(make_config, digest), paths)
     assert_no_leftovers(paths)
