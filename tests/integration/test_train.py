@@ -231,7 +231,7 @@ def test_two_nodes_and_ddp_equals_one_worker_with_the_whole_batch(tmp_path, sr_p
     # skipped. (2) The rest agree to ~1e-7 over 10 steps at lr 1e-4, but at lr 2e-3 discrete
     # events (a VGG max-pool or ReLU flipping on a rounding difference) already part the runs by
     # ~1e-3 within 5 steps (measured with a single-process simulation of both runs).
-    (p2, params2, out2, _), (p1, params1, out1, _) = runs[2], runs[1]
+    (p2, params2, _, _), (p1, params1, _, _) = runs[2], runs[1]
     assert params1["tasks"] == params2["tasks"]
     one, two = saved_model(p1), saved_model(p2)
     skip = gradient_free(one)
