@@ -55,6 +55,42 @@ def build_parser() -> argparse.ArgumentParser:
         "same settings resumes from the last checkpoint under train.storage_path. One MLflow run per training.",
     )
     train.add_argument("--task", required=True, help="a task listed under `tasks:` in params.yaml")
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="score a model and its baseline by the field's protocol; write reports and sheets",
+        description="Make each input from the clean images with the task's degradation (SR: mod-crop, MATLAB "
+        "bicubic downscale, 8 bits), run the model on whole images and score it against the clean image: "
+        "PSNR/SSIM on the BT.601 Y channel with a scale-pixel border crop for SR, RGB PSNR/SSIM otherwise, "
+        "plus the VGG feature distance. Without --images: every evaluate.sets folder, writing "
+        "reports/<task>/ and metrics/<task>.json (the DVC stage). Progress and logs go to stderr.",
+    )
+    evaluate.add_argument("--task", required=True, help="a task listed under `tasks:` in params.yaml")
+    evaluate.add_argument("--model", required=True,
+                          help="bicubic (SR) or identity (same-size tasks): the baseline; a models/<task>/ folder or "
+                          "model.pt; or an MLflow URI such as models:/sr_x4@champion or models:/sr_x4/3")
+    evaluate.add_argument("--images", type=Path, help="a folder of clean images (any sizes and modes); "
+                          "default: the evaluate.sets folders")
+    evaluate.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    evaluate.add_argument("--out", type=Path, help="write <set>.json and <set>.png (comparison sheet) here")
+    register = sub.add_parser(
+        "register",
+        help="register models/<task>/ in MLflow as a pyfunc version with lineage tags; alias challenger",
+        description="Log the trained model as an MLflow pyfunc (uint8 HxWx3 in and out, tiled for large images) "
+        "under the registered model named after the task, tag it (git commit, shard index sha256, params hash, "
+        "eval metrics, training run id) and point @challenger at it. The same weights are registered once.",
+    )
+    register.add_argument("--task", required=True, help="a task listed under `tasks:` in params.yaml")
+    promote = sub.add_parser(
+        "promote",
+        help="move @champion to the challenger only if it beats the champion (or the baseline)",
+        description="Evaluate @challenger (or --version) and the current @champion on the same evaluate.sets images; "
+        "move @champion only if tasks.<task>.promote.metric improves by at least its margin and no metric in "
+        "promote.tolerances regresses by more than its tolerance. A version whose evaluation fails is never "
+        "promoted. The decision goes to version tags, a Prefect artifact and registry/<task>.promotion.json.",
+    )
+    promote.add_argument("--task", required=True, help="a task listed under `tasks:` in params.yaml")
+    promote.add_argument("--version", type=int, help="the version to consider (default: @challenger)")
+    promote.add_argument("--force", action="store_true", help="promote even if the gate says no (never a failed evaluation)")
     sub.add_parser("tasks", help="list the registered tasks and which ones params.yaml configures")
     return parser
 
@@ -97,6 +133,25 @@ def run(args: argparse.Namespace, cfg) -> int:
         from pipelines.train import train
 
         train(args.task, cfg)
+    elif args.command == "evaluate":
+        import json
+
+        from pipelines import evaluate
+        from pipelines.paths import Paths
+
+        reports = evaluate.run(args.task, args.model, cfg, Paths(), images=args.images, out=args.out)
+        if args.json:
+            only = next(iter(reports.values())) if args.images else {"task": args.task, "model": args.model, "sets": reports}
+            print(json.dumps(only))
+    elif args.command == "register":
+        from pipelines.registry import register
+
+        register(args.task, cfg)
+    elif args.command == "promote":
+        from pipelines.promote import promote_flow
+
+        record = promote_flow(args.task, cfg, version=args.version, force=args.force)
+        return 1 if record.get("failed") else 0
     elif args.command == "tasks":
         from training.tasks import TASKS
 

@@ -20,6 +20,7 @@ from training.degradations import Degradation
 from training.loop import OptimConfig
 from training.losses import LossConfig
 from training.models import TransformNetConfig
+from training.quality import GateConfig
 from training.tasks import TASKS, Task, get_task
 from training.vgg import FeatureNetConfig
 
@@ -129,6 +130,16 @@ class TrainConfig(Strict):
     bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
 
 
+class EvaluateConfig(Strict):
+    """What the evaluate stage measures every trained model on: named folders of clean images."""
+
+    sets: dict[str, str] = Field(default_factory=lambda: {"Set5": "data/raw/Set5", "Set14": "data/raw/Set14"}, min_length=1)
+    tile: int | None = Field(None, ge=32, description="input pixels per tile side; null = whole images")
+    overlap: int = Field(16, ge=0, description="tile overlap in input pixels")
+    sheet_crop: int = Field(192, ge=16, description="side of the crops on the comparison sheet, in target pixels")
+    sheet_images: int = Field(6, ge=1, description="rows per comparison sheet")
+
+
 class MlflowConfig(Strict):
     tracking_uri: str = "sqlite:///mlflow.db"
     artifact_location: str = "mlartifacts"
@@ -144,6 +155,11 @@ class TaskParams(Strict):
     @property
     def task(self) -> Task:
         return get_task(self.name)  # type: ignore[attr-defined]
+
+    @model_validator(mode="after")
+    def _gate_uses_reported_metrics(self) -> TaskParams:
+        self.promote.check_metrics(self.task.metrics)  # type: ignore[attr-defined]
+        return self
 
     @model_validator(mode="after")
     def _patch_fits_scale(self) -> TaskParams:
@@ -165,6 +181,7 @@ def _task_params_model(task: Task) -> type[TaskParams]:
         model=(TransformNetConfig, task.make_model_config()),
         loss=(LossConfig, task.make_loss_config()),
         optim=(OptimConfig, task.make_optim_config()),
+        promote=(GateConfig, task.make_gate_config()),
     )
 
 
@@ -186,6 +203,7 @@ class Config(Strict):
 
     feature_net: FeatureNetConfig = FeatureNetConfig()
     train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
     mlflow: MlflowConfig = MlflowConfig()
     profile: str | None = Field(None, description="the entry of `profiles` merged over these settings")
     profiles: dict[str, dict[str, Any]] = {}

@@ -63,3 +63,19 @@ class Paths:
     def train_plot(self, task: str) -> Path:
         """Loss curves as TSV (step, loss parts, lr, samples/s) for `dvc plots`."""
         return self.root / "plots" / "train" / f"{task}.tsv"
+
+    def metrics(self, task: str) -> Path:
+        """The evaluate stage's summary per image set (a DVC metric)."""
+        return self.root / "metrics" / f"{task}.json"
+
+    def reports(self, task: str) -> Path:
+        """Full evaluation reports: per-image figures and a comparison sheet per image set."""
+        return self.root / "reports" / task
+
+    def registration(self, task: str) -> Path:
+        """The register stage's record: the MLflow model name, version and tags."""
+        return self.root / "registry" / f"{task}.json"
+
+    def promotion(self, task: str) -> Path:
+        """The promote stage's decision and the figures behind it."""
+        return self.root / "registry" / f"{task}.promotion.json"

@@ -25,9 +25,11 @@ import torch
 
 from pipelines import tracking
 from pipelines.config import Config, parse_config
+from pipelines.env import apply_local_ray_defaults
 from pipelines.fsutil import atomic_write_text, sha256_file, staging_dir
 from pipelines.paths import Paths
 from training.imresize import imresize_uint8
+from training.inference import model_from_state
 from training.metrics import psnr_sr
 from training.models import build_transform_net
 from training.pairs import sample_seed
@@ -115,6 +117,7 @@ def init_ray(cfg: Config) -> None:
     if address:
         ray.init(address=address)
     else:
+        apply_local_ray_defaults()  # read by the raylet and the Train controller started below
         # A short temp dir: Ray's unix socket paths must stay under 107 bytes.
         ray.init(_temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"), configure_logging=False)
 
@@ -176,19 +179,11 @@ def train(task: str, cfg: Config, paths: Paths = Paths()) -> TrainOutcome:
     return TrainOutcome(name, run_id, state["step"], paths.models(task), val)
 
 
-def build_model_from_state(state: dict[str, Any]) -> torch.nn.Module:
-    from training.models import TransformNetConfig
-
-    model = build_transform_net(TransformNetConfig(**state["model_config"]), state["scale"])
-    model.load_state_dict(state["model"])
-    return model.eval()
-
-
 @torch.inference_mode()
 def quick_validation(task: str, cfg: Config, state: dict[str, Any], paths: Paths) -> dict[str, float]:
     """Mean PSNR-Y of the model and of the baseline (bicubic for SR, the input otherwise) on the
     val shards. The full protocol (SSIM, perceptual metrics, reports) is the evaluate stage's."""
-    model = build_model_from_state(state)
+    model = model_from_state(state)
     scale, in_channels = state["scale"], state["model_config"]["in_channels"]
     ours, base, groups = [], [], []
     for sample in pair_dataset(shard_urls(paths.shards(task), "val")):

@@ -17,6 +17,7 @@ from training import degradations as deg
 from training.loop import OptimConfig
 from training.losses import LossConfig
 from training.models import TransformNetConfig
+from training.quality import METRICS, GateConfig
 
 
 class NoOptions(BaseModel):
@@ -42,6 +43,15 @@ class Task:
     model_defaults: dict[str, Any] = field(default_factory=dict)
     loss_defaults: dict[str, Any] = field(default_factory=dict)
     optim_defaults: dict[str, Any] = field(default_factory=dict)
+    # What evaluation reports (names in training.quality.METRICS) and how promotion compares.
+    metrics: tuple[str, ...] = ("psnr", "ssim", "feature_distance")
+    gate_defaults: dict[str, Any] = field(default_factory=lambda: {"metric": "psnr", "margin": 0.01, "tolerances": {"ssim": 0.005}})
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            raise ValueError(f"task {self.name!r}: unknown metrics {unknown}; known: {', '.join(METRICS)}")
+        self.make_gate_config().check_metrics(self.metrics)
 
     def make_degradation(self, overrides: dict[str, Any] | None = None) -> deg.Degradation:
         return self.degradation(**{**self.degradation_defaults, **(overrides or {})})
@@ -54,6 +64,9 @@ class Task:
 
     def make_optim_config(self, overrides: dict[str, Any] | None = None) -> OptimConfig:
         return OptimConfig(**{**self.optim_defaults, **(overrides or {})})
+
+    def make_gate_config(self, overrides: dict[str, Any] | None = None) -> GateConfig:
+        return GateConfig(**{**self.gate_defaults, **(overrides or {})})
 
 
 TASKS: dict[str, Task] = {}
@@ -83,11 +96,18 @@ SR_OPTIM = {"lr": 2e-4, "warmup_steps": 20, "steps": 600, "batch_size": 8}
 # Same-size restoration: the style-net shape (down x4, 5 residual blocks, up), instance norm.
 RESTORE_MODEL = {"residual_blocks": 5, "norm": "instance", "upsample": "resize_conv"}
 RESTORE_LOSS = {"pixel_weight": 1.0, "pixel": "l1", "feature_weight": 0.05, "feature_layer": "relu2_2"}
+# SR is scored by the field's protocol (Y channel, scale-pixel border crop); a pixel-heavy loss
+# is promoted on PSNR-Y. Raise feature_weight and switch the gate to feature_distance for the
+# paper's perceptual SR.
+SR_METRICS = ("psnr_y", "ssim_y", "feature_distance")
+SR_GATE = {"metric": "psnr_y", "margin": 0.01, "tolerances": {"ssim_y": 0.005}}
 
 register(Task("sr_x4", "4x super-resolution (Johnson et al. 2016)", deg.BicubicDownscale, {"scale": 4},
-              model_defaults=SR_MODEL, loss_defaults=SR_LOSS, optim_defaults=SR_OPTIM))
+              model_defaults=SR_MODEL, loss_defaults=SR_LOSS, optim_defaults=SR_OPTIM,
+              metrics=SR_METRICS, gate_defaults=SR_GATE))
 register(Task("sr_x8", "8x super-resolution (Johnson et al. 2016)", deg.BicubicDownscale, {"scale": 8},
-              model_defaults=SR_MODEL, loss_defaults=SR_LOSS, optim_defaults=SR_OPTIM))
+              model_defaults=SR_MODEL, loss_defaults=SR_LOSS, optim_defaults=SR_OPTIM,
+              metrics=SR_METRICS, gate_defaults=SR_GATE))
 register(Task("denoise", "Gaussian denoising, sigma 25/255", deg.GaussianNoise, {"sigma": 25.0},
               model_defaults=RESTORE_MODEL, loss_defaults=RESTORE_LOSS))
 register(Task("deblur", "Gaussian deblurring", deg.GaussianBlur, {"sigma": 2.0},
@@ -95,9 +115,10 @@ register(Task("deblur", "Gaussian deblurring", deg.GaussianBlur, {"sigma": 2.0},
 register(Task("jpeg", "JPEG artefact removal, quality 10", deg.JpegCompression, {"quality": 10},
               model_defaults=RESTORE_MODEL, loss_defaults=RESTORE_LOSS))
 register(Task("colorize", "colorization: gray in, colour out", deg.Grayscale, {"channels": 3},
-              model_defaults=RESTORE_MODEL, loss_defaults=RESTORE_LOSS))
+              model_defaults=RESTORE_MODEL, loss_defaults=RESTORE_LOSS, metrics=("psnr", "ssim", "feature_distance", "colourfulness")))
 # Fast style transfer: content loss at relu2_2, Gram style loss at every layer the feature net
 # has, total variation; instance norm is what makes it look right (Ulyanov et al. 2016).
 register(Task("style", "fast style transfer: content in, stylised out", deg.Identity, {}, StyleOptions,
               model_defaults={"residual_blocks": 5, "norm": "instance", "upsample": "resize_conv"},
-              loss_defaults={"feature_weight": 1.0, "feature_layer": "relu2_2", "style_weight": 1e5, "tv_weight": 1e-6}))
+              loss_defaults={"feature_weight": 1.0, "feature_layer": "relu2_2", "style_weight": 1e5, "tv_weight": 1e-6},
+              metrics=("feature_distance", "ssim"), gate_defaults={"metric": "feature_distance", "margin": 0.0}))

@@ -179,10 +179,10 @@ def gradient_free(state: dict[str, Any]) -> set[str]:
     name: the output's gradient for a random input and direction, with ``out`` (zero-initialised,
     so it would block every gradient below it) set to random weights; these sit ~1e7 below the rest.
     """
-    from pipelines.train import build_model_from_state
+    from training.inference import model_from_state
 
     torch.manual_seed(0)
-    model = build_model_from_state(state).train()
+    model = model_from_state(state).train()
     with torch.no_grad():
         model.out.conv.weight.normal_(0, 0.01)
     y = model(torch.rand(2, 3, 8, 8))
@@ -194,7 +194,8 @@ def gradient_free(state: dict[str, Any]) -> set[str]:
 
 def test_two_nodes_and_ddp_equals_one_worker_with_the_whole_batch(tmp_path, sr_project, ray_cluster, train_params):
     from pipelines.paths import Paths
-    from pipelines.train import build_model_from_state, train
+    from pipelines.train import train
+    from training.inference import model_from_state
 
     # 10 steps at lr 1e-4, 4 samples per step; see below for why few, small steps.
     steps, lr = 10, 1e-4
@@ -243,7 +244,7 @@ def test_two_nodes_and_ddp_equals_one_worker_with_the_whole_batch(tmp_path, sr_p
     # What the two nets compute agrees as well (the skipped parameters included, as they must).
     x = torch.rand(4, 3, 12, 12, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
-        torch.testing.assert_close(build_model_from_state(two)(x), build_model_from_state(one)(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(model_from_state(two)(x), model_from_state(one)(x), rtol=1e-4, atol=1e-5)
     # And the losses logged on the way (rank-averaged for DDP).
     loss = {w: [m.value for m in sorted(mlflow_client(p).get_metric_history(o.mlflow_run_id, "loss_total"), key=lambda m: m.step)]
             for w, (_, p, o, _) in runs.items()}  # fmt: skip

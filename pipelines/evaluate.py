@@ -1,0 +1,191 @@
+"""The ``evaluate`` stage: a model and its task's baseline, scored on whole clean images.
+
+Each input is made from a clean image the way the task's shards make validation inputs (for
+SR: mod-crop to the scale, MATLAB-compatible bicubic downscale, rounded to 8 bits), the model
+runs on the whole image (tiled when ``evaluate.tile`` is set), and the task's metrics
+(``training.quality``) score output and baseline against the clean image. A report per image
+set holds the means, the baseline's means and per-image figures; a comparison sheet shows crops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from pipelines.config import Config
+from pipelines.fsutil import atomic_write_bytes, atomic_write_text
+from pipelines.images import Rejected, decode_image, encode_png
+from pipelines.predictors import Predictor, baseline
+from pipelines.sheets import render_sheet, row_crops
+from training.pairs import sample_seed, val_pair
+from training.quality import METRICS, FeatureDistance, ScoreContext, score
+from training.tasks import get_task
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+
+
+class EvaluationError(RuntimeError):
+    """An image could not be read, or the model failed on one: named, never skipped silently."""
+
+
+@dataclass(frozen=True)
+class EvalImage:
+    name: str
+    target: np.ndarray  # clean, mod-cropped, HxWx3 uint8
+    input: np.ndarray  # degraded, HxWx3 uint8 (gray inputs repeated to three channels)
+    source_channels: int
+
+
+def load_image_set(folder: Path, task: str, cfg: Config) -> list[EvalImage]:
+    """Every image file under ``folder`` (sorted), with the task's degraded input made from it."""
+    if not folder.is_dir():
+        raise EvaluationError(f"{folder}: no such folder of images")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise EvaluationError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    stems = [p.stem for p in files]
+    degradation = cfg.degradation(task)
+    images = []
+    for path in files:
+        name = path.stem if stems.count(path.stem) == 1 else path.relative_to(folder).as_posix()
+        try:
+            rgb, channels = decode_image(path.read_bytes(), cfg.ingest.max_pixels)
+        except Rejected as exc:
+            raise EvaluationError(f"{path}: cannot be evaluated ({exc})") from None
+        # The seed depends on the image name only, so every model sees the same noisy inputs.
+        pair = val_pair(rgb, degradation, sample_seed(cfg.seed, task, "evaluate", name))
+        inp = pair.input if pair.input.shape[2] == 3 else np.repeat(pair.input, 3, axis=2)
+        images.append(EvalImage(name, pair.target, inp, channels))
+    return images
+
+
+def feature_distance(task: str, cfg: Config) -> FeatureDistance | None:
+    if "feature_distance" not in get_task(task).metrics:
+        return None
+    from training.vgg import load_feature_net
+
+    layers = (cfg.task(task).loss.feature_layer,)
+    return FeatureDistance(load_feature_net(cfg.feature_net, layers), layers)
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def evaluate_images(task: str, predictor: Predictor, images: list[EvalImage], cfg: Config, image_set: str,
+                    features: FeatureDistance | None = None, progress: bool = True) -> tuple[dict[str, Any], np.ndarray]:
+    """(report, comparison sheet) of ``predictor`` and the task's baseline on ``images``."""
+    names = get_task(task).metrics
+    scale = cfg.degradation(task).input_scale
+    base = baseline(task, scale)
+    per_image, rows = [], []
+    for image in tqdm(images, desc=f"evaluate {task} on {image_set}", unit="img", file=sys.stderr, disable=not progress):
+        try:
+            output = predictor(image.input)
+        except Exception as exc:
+            raise EvaluationError(f"{image_set}/{image.name}: the model failed ({exc})") from exc
+        if output.shape != image.target.shape or output.dtype != np.uint8:
+            raise EvaluationError(f"{image_set}/{image.name}: the model returned {output.dtype} {output.shape}, "
+                                  f"expected uint8 {image.target.shape}")
+        reference = base(image.input)
+        ctx = ScoreContext(crop=scale if scale > 1 else 0, source_channels=image.source_channels, feature_distance=features)
+        ours, theirs = score(names, output, image.target, ctx), score(names, reference, image.target, ctx)
+        record = {"name": image.name, "width": image.target.shape[1], "height": image.target.shape[0], **ours,
+                  "baseline": theirs}
+        record.update({f"target_{n}": METRICS[n].fn(image.target, image.target, ctx) for n in names if METRICS[n].unary})
+        per_image.append(record)
+        if len(rows) < cfg.evaluate.sheet_images:
+            crops = row_crops(image.input, reference, output, image.target, scale, cfg.evaluate.sheet_crop)
+            head = names[0]
+            rows.append((image.name, crops, ["input", f"{base.name} {theirs[head]:.3g}", f"model {ours[head]:.3g}", "target"]))
+    keys = [*names, *(f"target_{n}" for n in names if METRICS[n].unary)]
+    report = {
+        "task": task, "model": predictor.name, "image_set": image_set, "images": len(per_image),
+        **{k: _mean([r[k] for r in per_image]) for k in keys},
+        "baseline": {"model": base.name, **{k: _mean([r["baseline"][k] for r in per_image]) for k in names}},
+        "per_image": per_image,
+    }
+    sheet = render_sheet(rows, f"{task} on {image_set}: {predictor.name} ({names[0]}, higher is "
+                               f"{'better' if METRICS[names[0]].higher_is_better else 'worse'})")
+    return report, sheet
+
+
+def write_report(report: dict[str, Any], sheet: np.ndarray, out_dir: Path) -> tuple[Path, Path]:
+    """``<set>.json`` and ``<set>.png`` in ``out_dir``, each written atomically."""
+    json_path, png_path = out_dir / f"{report['image_set']}.json", out_dir / f"{report['image_set']}.png"
+    atomic_write_text(json_path, json.dumps(report, indent=2, sort_keys=False) + "\n")
+    atomic_write_bytes(png_path, encode_png(sheet))
+    return json_path, png_path
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The report without per-image rows: what `dvc metrics show` and MLflow get."""
+    return {k: v for k, v in report.items() if k not in ("per_image", "task", "model", "image_set")}
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    names = [n for n in get_task(report["task"]).metrics]
+    ours = ", ".join(f"{n} {report[n]:.4g}" for n in names)
+    theirs = ", ".join(f"{n} {report['baseline'][n]:.4g}" for n in names)
+    return f"{report['task']} {report['model']} on {report['image_set']} ({report['images']} images): {ours} | {report['baseline']['model']}: {theirs}"
+
+
+def run(task: str, model: str, cfg: Config, paths, images: Path | None = None, out: Path | None = None,
+        progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Evaluate ``model`` on ``images`` (one folder) or on every ``evaluate.sets`` folder.
+
+    Without ``images`` this is the DVC stage: reports go to ``reports/<task>/``, the summary to
+    ``metrics/<task>.json``, and, when the model is a training output with an MLflow run, the
+    figures and sheets are logged into that run.
+    """
+    from pipelines import tracking
+    from pipelines.predictors import load_predictor
+
+    scale = cfg.degradation(task).input_scale
+    tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, paths.root)
+    predictor = load_predictor(model, task, scale, cfg.evaluate.tile, cfg.evaluate.overlap, tracking_uri)
+    features = feature_distance(task, cfg)
+    sets = {images.name: images} if images else {n: paths.root / f for n, f in cfg.evaluate.sets.items()}
+    out_dir = out if out or images else paths.reports(task)
+    reports, written = {}, []
+    for name, folder in sets.items():
+        report, sheet = evaluate_images(task, predictor, load_image_set(folder, task, cfg), cfg, name, features, progress)
+        reports[name] = report
+        if out_dir is not None:
+            written.extend(write_report(report, sheet, out_dir))
+        print(summary_line(report), file=sys.stderr)
+    if images is None:
+        atomic_write_text(paths.metrics(task), json.dumps({n: summary(r) for n, r in reports.items()}, indent=2) + "\n")
+        _log_to_training_run(Path(model), reports, written, tracking_uri)
+    return reports
+
+
+def _log_to_training_run(model_dir: Path, reports: dict[str, dict[str, Any]], files: list[Path], tracking_uri: str) -> None:
+    run_file = model_dir / "run.json"
+    if not run_file.is_file():
+        return
+    from mlflow.tracking import MlflowClient
+
+    from pipelines import tracking
+
+    run_id = json.loads(run_file.read_text())["mlflow_run_id"]
+    client = MlflowClient(tracking_uri=tracking_uri)
+    figures = {}
+    for name, report in reports.items():
+        for key, value in summary(report).items():
+            if isinstance(value, dict):
+                figures.update({f"eval_{name}_baseline_{k}": v for k, v in value.items() if isinstance(v, float)})
+            elif isinstance(value, float):
+                figures[f"eval_{name}_{key}"] = value
+    tracking.log_metrics(client, run_id, figures, step=json.loads(run_file.read_text()).get("steps", 0))
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path="evaluation")

@@ -1,0 +1,78 @@
+"""What ``--model`` names, as a callable from a degraded uint8 HxWx3 input to a uint8 output.
+
+- ``bicubic`` (SR tasks) / ``identity`` (same-size tasks): the baseline every model must beat;
+- a local path: ``models/<task>/`` or a ``model.pt`` in it;
+- an MLflow model URI: ``models:/sr_x4@champion``, ``models:/sr_x4/3``, ``runs:/<id>/model``,
+  loaded as the registered pyfunc, so evaluation runs exactly what a user would serve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from training.imresize import imresize_uint8
+from training.inference import apply_model, load_model_file
+
+BASELINES = ("bicubic", "identity")
+MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+
+
+class ModelSpecError(ValueError):
+    """``--model`` names nothing loadable, or a model of another task."""
+
+
+@dataclass(frozen=True)
+class Predictor:
+    name: str
+    predict: Callable[[np.ndarray], np.ndarray]
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return self.predict(image)
+
+
+def baseline(task: str, scale: int) -> Predictor:
+    """Bicubic upscaling (MATLAB-compatible) for SR; the degraded input itself otherwise."""
+    if scale > 1:
+        return Predictor("bicubic", lambda image: imresize_uint8(image, scale=scale))
+    return Predictor("identity", lambda image: image.copy())
+
+
+def load_predictor(spec: str, task: str, scale: int, tile: int | None = None, overlap: int = 16,
+                   tracking_uri: str | None = None) -> Predictor:
+    if spec in BASELINES:
+        expected = baseline(task, scale)
+        if spec != expected.name:
+            raise ModelSpecError(f"--model {spec}: the baseline of {task} is {expected.name!r}")
+        return expected
+    if spec.startswith(MLFLOW_SCHEMES):
+        return _mlflow_predictor(spec, tracking_uri)
+    path = Path(spec)
+    file = path / "model.pt" if path.is_dir() else path
+    if not file.is_file():
+        raise ModelSpecError(f"--model {spec}: no such model file or folder (expected {file}); "
+                             f"give {' or '.join(BASELINES)}, a models/<task>/ folder, or models:/<name>@<alias>")
+    try:
+        model, meta = load_model_file(file)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ModelSpecError(f"--model {spec}: {exc}") from None
+    if meta["task"] != task:
+        raise ModelSpecError(f"--model {spec} was trained for task {meta['task']!r}, not {task!r}")
+    in_channels = meta["model_config"]["in_channels"]
+    return Predictor(str(path), lambda image: apply_model(model, image, meta["scale"], in_channels, tile, overlap))
+
+
+def _mlflow_predictor(uri: str, tracking_uri: str | None) -> Predictor:
+    import mlflow
+    import mlflow.pyfunc
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except Exception as exc:  # MLflow raises several types for a missing name, alias or version
+        raise ModelSpecError(f"--model {uri}: cannot load it from MLflow ({exc})") from None
+    return Predictor(uri, model.predict)

@@ -1,0 +1,130 @@
+"""The ``register`` stage: a trained model becomes a version of the MLflow registered model named
+after its task, with its lineage as tags, and the ``challenger`` alias.
+
+Registering the same weights again finds the existing version (matched by the weights' sha256)
+instead of adding a duplicate, so ``dvc repro`` and the scheduled retrain can rerun it freely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines import tracking
+from pipelines.config import Config
+from pipelines.fsutil import atomic_write_text, sha256_file
+from pipelines.paths import Paths
+
+log = logging.getLogger(__name__)
+CHAMPION, CHALLENGER = "champion", "challenger"
+TAG = "percept."  # prefix of every tag percept writes
+WEIGHTS_TAG = TAG + "weights_sha256"
+SERVING_CODE = Path(__file__).with_name("serving.py")
+TRAINING_CODE = Path(__file__).resolve().parents[1] / "training"
+SERVE_TILE, SERVE_OVERLAP = 512, 16  # input pixels; images up to 512 px a side run whole
+
+
+def params_hash(task: str, cfg: Config) -> str:
+    """The settings that shape a task's model: its params block, the seed, the feature network."""
+    recipe = {"task": cfg.task(task).model_dump(mode="json"), "seed": cfg.seed, "feature_net": cfg.feature_net.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+def git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def lineage_tags(task: str, cfg: Config, paths: Paths, run: dict[str, Any]) -> dict[str, str]:
+    tags = {
+        TAG + "task": task,
+        TAG + "git_commit": git_commit(paths.root),
+        TAG + "shards_index_sha256": sha256_file(paths.shards(task) / "index.json"),
+        TAG + "params_hash": params_hash(task, cfg),
+        TAG + "training_run_id": run["mlflow_run_id"],
+        TAG + "training_steps": str(run["steps"]),
+        WEIGHTS_TAG: sha256_file(paths.models(task) / "model.pt"),
+    }
+    if paths.metrics(task).is_file():
+        for image_set, figures in json.loads(paths.metrics(task).read_text()).items():
+            tags.update({f"{TAG}eval.{image_set}.{k}": f"{v:.6g}" for k, v in figures.items() if isinstance(v, float)})
+    return tags
+
+
+def find_version(client, name: str, weights_sha256: str):
+    for version in client.search_model_versions(f"name = '{name}'"):
+        if version.tags.get(WEIGHTS_TAG) == weights_sha256:
+            return version
+    return None
+
+
+def log_pyfunc(task: str, paths: Paths, training_run_id: str) -> str:
+    """Log ``models/<task>/`` as a pyfunc into its training run; register it; return the version."""
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    import torch
+
+    image = TensorSpec(np.dtype(np.uint8), (-1, -1, 3))
+    signature = ModelSignature(inputs=Schema([image]), outputs=Schema([image]))
+    example = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    model_dir = paths.models(task)
+    settings = model_dir.parent / f".{task}.serving.json"
+    atomic_write_text(settings, json.dumps({"tile": SERVE_TILE, "overlap": SERVE_OVERLAP}))
+    try:
+        with mlflow.start_run(run_id=training_run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(SERVING_CODE),
+                artifacts={"weights": str(model_dir / "model.pt"), "settings": str(settings),
+                           "config": str(model_dir / "config.json")},
+                code_paths=[str(TRAINING_CODE)],
+                signature=signature,
+                input_example=example,
+                # MLflow would record torch==2.13.0 (dropping +cpu); name what the model needs.
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
+                                  f"mlflow=={mlflow.__version__}", "pydantic>=2"],
+                registered_model_name=task,
+            )
+    finally:
+        settings.unlink(missing_ok=True)
+    return str(info.registered_model_version)
+
+
+def register(task: str, cfg: Config, paths: Paths = Paths()) -> dict[str, Any]:
+    """Register ``models/<task>/`` (once per distinct weights) and point ``challenger`` at it."""
+    import mlflow
+
+    model_dir = paths.models(task)
+    if not (model_dir / "run.json").is_file():
+        raise FileNotFoundError(f"{model_dir}/run.json not found: run `percept train --task {task}` first")
+    run = json.loads((model_dir / "run.json").read_text())
+    tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, paths.root)
+    mlflow.set_tracking_uri(tracking_uri)
+    client = tracking.client(cfg.mlflow, paths.root)
+    tags = lineage_tags(task, cfg, paths, run)
+    existing = find_version(client, task, tags[WEIGHTS_TAG])
+    if existing is not None:
+        version, created = str(existing.version), False
+    else:
+        version, created = log_pyfunc(task, paths, run["mlflow_run_id"]), True
+    for key, value in tags.items():
+        client.set_model_version_tag(task, version, key, value)
+    client.set_registered_model_alias(task, CHALLENGER, version)
+    record = {"name": task, "version": int(version), "uri": f"models:/{task}/{version}", "created": created,
+              "alias": CHALLENGER, "tags": tags}
+    atomic_write_text(paths.registration(task), json.dumps(record, indent=2, sort_keys=True) + "\n")
+    print(f"register {task}: version {version} ({'new' if created else 'already registered'}) -> @{CHALLENGER}")
+    return record

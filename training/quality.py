@@ -1,0 +1,127 @@
+"""Per-image quality metrics by name, and the promotion gate that compares two models by them.
+
+A task's registry entry lists the metric names it reports; each name here says how to compute
+it and which direction is better, so the evaluation, the reports and the gate never hard-code a
+metric. ``feature_distance`` needs the frozen feature network, passed in through the context.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from training import metrics as m
+
+
+@dataclass(frozen=True)
+class ScoreContext:
+    """What a metric needs besides the two images: the border crop (the scale for SR), whether
+    the source image had one channel, and a feature distance function when the task uses one."""
+
+    crop: int = 0
+    source_channels: int = 3
+    feature_distance: Callable[[np.ndarray, np.ndarray], float] | None = None
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    higher_is_better: bool
+    fn: Callable[[np.ndarray, np.ndarray, ScoreContext], float]
+    # Unary metrics describe the output alone (colourfulness); the report also gives the target's.
+    unary: bool = False
+
+
+def _feature(out: np.ndarray, target: np.ndarray, ctx: ScoreContext) -> float:
+    if ctx.feature_distance is None:
+        raise ValueError("feature_distance needs a feature network")
+    return ctx.feature_distance(out, target)
+
+
+METRICS: dict[str, Metric] = {
+    metric.name: metric
+    for metric in (
+        Metric("psnr_y", True, lambda o, t, c: m.psnr_sr(o, t, c.crop, c.source_channels)),
+        Metric("ssim_y", True, lambda o, t, c: m.ssim_y(o, t, c.crop)),  # Y always: see training.metrics
+        Metric("psnr", True, lambda o, t, c: m.psnr(o, t, c.crop)),
+        Metric("ssim", True, lambda o, t, c: m.ssim(o, t, c.crop)),
+        Metric("feature_distance", False, _feature),
+        Metric("colourfulness", True, lambda o, t, c: m.colourfulness(o), unary=True),
+    )
+}
+
+
+def score(names: tuple[str, ...], output: np.ndarray, target: np.ndarray, ctx: ScoreContext) -> dict[str, float]:
+    """Every named metric of ``output`` against ``target``."""
+    return {name: METRICS[name].fn(output, target, ctx) for name in names}
+
+
+def better(name: str, a: float, b: float) -> float:
+    """How much better ``a`` is than ``b`` by metric ``name`` (negative when worse)."""
+    return a - b if METRICS[name].higher_is_better else b - a
+
+
+class FeatureDistance:
+    """Mean squared difference of frozen-network features at ``layers``, averaged over layers:
+    the feature reconstruction loss of the paper, on whole 8-bit images."""
+
+    def __init__(self, feature_net: torch.nn.Module, layers: tuple[str, ...]):
+        self.net, self.layers = feature_net.eval(), layers
+
+    @torch.inference_mode()
+    def __call__(self, output: np.ndarray, target: np.ndarray) -> float:
+        pair = torch.from_numpy(np.stack([output, target])).permute(0, 3, 1, 2).float().div(255.0)
+        feats = self.net(pair)
+        return float(np.mean([torch.mean((feats[k][0] - feats[k][1]) ** 2).item() for k in self.layers]))
+
+
+# ------------------------------------------------------------------------------------------
+# The promotion gate
+
+
+class GateConfig(BaseModel):
+    """When a challenger may replace the champion (per task in params.yaml, ``tasks.<t>.promote``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    metric: str = Field("psnr_y", description="the primary metric; its direction comes from the metric")
+    margin: float = Field(0.0, ge=0, description="the challenger must beat the champion by at least this")
+    tolerances: dict[str, float] = Field(default_factory=dict, description="secondary metric -> largest allowed regression")
+
+    def check_metrics(self, reported: tuple[str, ...]) -> None:
+        for name in (self.metric, *self.tolerances):
+            if name not in reported:
+                raise ValueError(f"promote metric {name!r} is not reported by this task (it reports {', '.join(reported)})")
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+    deltas: dict[str, float] = field(default_factory=dict)
+
+
+def decide(gate: GateConfig, challenger: dict[str, float], incumbent: dict[str, float], incumbent_name: str) -> Decision:
+    """Promote only if every figure is finite, the primary metric improves by ``margin`` and no
+    secondary metric regresses by more than its tolerance. ``incumbent`` is the champion's
+    figures, or the baseline's (bicubic, the degraded input) when there is no champion yet."""
+    names = (gate.metric, *gate.tolerances)
+    for name in names:
+        value = challenger.get(name)
+        if value is None or math.isnan(value):  # a failed or diverged evaluation is never promoted
+            return Decision(False, f"challenger {name} is {value}: not a valid evaluation")
+    deltas = {name: better(name, challenger[name], incumbent[name]) for name in names}
+    gain = deltas[gate.metric]
+    if not gain >= gate.margin:
+        return Decision(False, f"{gate.metric} {challenger[gate.metric]:.4f} vs {incumbent_name} "
+                               f"{incumbent[gate.metric]:.4f}: gain {gain:+.4f} is below the margin {gate.margin}", deltas)
+    for name, tolerance in gate.tolerances.items():
+        if deltas[name] < -tolerance:
+            return Decision(False, f"{name} regresses by {-deltas[name]:.4f} against {incumbent_name} "
+                                   f"(tolerance {tolerance})", deltas)
+    return Decision(True, f"{gate.metric} {challenger[gate.metric]:.4f} beats {incumbent_name} "
+                          f"{incumbent[gate.metric]:.4f} by {gain:+.4f} (margin {gate.margin})", deltas)
