@@ -151,6 +151,7 @@ def run(args: argparse.Namespace, cfg) -> int:
         from pipelines.promote import promote_flow
 
         record = promote_flow(args.task, cfg, version=args.version, force=args.force)
+        print(record["line"])
         return 1 if record.get("failed") else 0
     elif args.command == "tasks":
         from training.tasks import TASKS

@@ -156,6 +156,16 @@ class TaskParams(Strict):
     def task(self) -> Task:
         return get_task(self.name)  # type: ignore[attr-defined]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_registry_defaults(cls, data: Any) -> Any:
+        # `optim: {steps: 5}` changes the steps and keeps the task's own lr, warm-up and batch,
+        # rather than falling back to the generic class defaults.
+        if isinstance(data, dict) and data.get("name") in TASKS:
+            defaults = TASKS[data["name"]].block_defaults()
+            data = {**data, **{k: {**d, **data[k]} for k, d in defaults.items() if isinstance(data.get(k), dict)}}
+        return data
+
     @model_validator(mode="after")
     def _gate_uses_reported_metrics(self) -> TaskParams:
         self.promote.check_metrics(self.task.metrics)  # type: ignore[attr-defined]

@@ -52,7 +52,7 @@ def alias_version(client, task: str, alias: str) -> str | None:
         return None
 
 
-@flow(name="promote", log_prints=True)
+@flow(name="promote")
 def promote_flow(task: str, cfg: Config, paths: Paths = Paths(), version: int | None = None, force: bool = False) -> dict[str, Any]:
     from pipelines.evaluate import feature_distance
 
@@ -93,8 +93,10 @@ def promote_flow(task: str, cfg: Config, paths: Paths = Paths(), version: int | 
     client.set_model_version_tag(task, challenger, TAG + "promotion.figures", json.dumps(figures)[:5000])
     create_markdown_artifact(key=f"promotion-{task.replace('_', '-')}", markdown=markdown(record), description=f"Promotion gate of {task}")
     atomic_write_text(paths.promotion(task), json.dumps(record, indent=2, sort_keys=True) + "\n")
-    verdict = "PROMOTED" if decision.promote else "kept"
-    print(f"promote {task}: v{challenger} {verdict}; champion is now {record['champion_after'] and 'v' + str(record['champion_after'])}: {decision.reason}")
+    verdict = "PROMOTED" if decision.promote else "not promoted"
+    record["line"] = (f"promote {task}: v{challenger} {verdict}; @{CHAMPION} is "
+                      f"{record['champion_after'] and 'v' + str(record['champion_after'])}: {decision.reason}")
+    log.info(record["line"])
     return record
 
 

@@ -53,6 +53,11 @@ class Task:
             raise ValueError(f"task {self.name!r}: unknown metrics {unknown}; known: {', '.join(METRICS)}")
         self.make_gate_config().check_metrics(self.metrics)
 
+    def block_defaults(self) -> dict[str, dict[str, Any]]:
+        """The task's defaults per params block; a block in params.yaml is merged over these."""
+        return {"degradation": self.degradation_defaults, "model": self.model_defaults, "loss": self.loss_defaults,
+                "optim": self.optim_defaults, "promote": self.gate_defaults}
+
     def make_degradation(self, overrides: dict[str, Any] | None = None) -> deg.Degradation:
         return self.degradation(**{**self.degradation_defaults, **(overrides or {})})
 

@@ -8,6 +8,8 @@ import yaml
 
 from pipelines.config import ConfigError, load_config, parse_config
 from training.degradations import BicubicDownscale, GaussianNoise
+from training.loop import OptimConfig
+from training.models import TransformNetConfig
 from training.tasks import TASKS
 
 pytestmark = pytest.mark.unit
@@ -127,3 +129,15 @@ def test_gpu_profile_merges_the_papers_recipe(raw, monkeypatch):
     assert cfg.task("style").optim.steps == 40_000 and cfg.train.gpus_per_worker == 1
     monkeypatch.setenv("PERCEPT_PROFILE", "gpu")
     assert parse_config(raw).task("sr_x4").patch_size == 288
+
+
+def test_a_partial_block_keeps_the_tasks_own_defaults(raw):
+    raw = copy.deepcopy(raw)
+    raw["tasks"]["sr_x4"]["optim"] = {"steps": 5}
+    raw["tasks"]["sr_x4"]["model"] = {"residual_blocks": 2}
+    raw["tasks"]["sr_x4"]["promote"] = {"margin": 0.3}
+    params = parse_config(raw).task("sr_x4")
+    sr = TASKS["sr_x4"]
+    assert params.optim.steps == 5 and params.optim.lr == sr.optim_defaults["lr"] != OptimConfig().lr
+    assert params.model.residual_blocks == 2 and params.model.norm == sr.model_defaults["norm"] != TransformNetConfig().norm
+    assert params.promote.margin == 0.3 and params.promote.metric == "psnr_y"

@@ -1,0 +1,66 @@
+"""The metric registry and the promotion gate: directions, margins, tolerances, failed evaluations."""
+
+import math
+
+import numpy as np
+import pytest
+
+from training.quality import METRICS, GateConfig, ScoreContext, better, decide, score
+
+pytestmark = pytest.mark.unit
+
+
+def test_directions_of_the_registered_metrics():
+    assert better("psnr_y", 30.0, 29.0) == pytest.approx(1.0)
+    assert better("feature_distance", 1.0, 1.5) == pytest.approx(0.5)  # lower is better
+    assert not METRICS["feature_distance"].higher_is_better and METRICS["ssim"].higher_is_better
+
+
+def test_score_uses_the_crop_and_the_feature_function():
+    target = np.full((20, 20, 3), 100, np.uint8)
+    output = target.copy()
+    output[0, :] = 0  # only the border differs
+    ctx = ScoreContext(crop=2, feature_distance=lambda o, t: float(np.abs(o.astype(int) - t).sum()))
+    figures = score(("psnr", "psnr_y", "feature_distance"), output, target, ctx)
+    assert figures["psnr"] == math.inf and figures["psnr_y"] == math.inf
+    assert figures["feature_distance"] == 20 * 3 * 100
+    with pytest.raises(ValueError, match="feature network"):
+        score(("feature_distance",), output, target, ScoreContext())
+
+
+GATE = GateConfig(metric="psnr_y", margin=0.05, tolerances={"ssim_y": 0.002})
+
+
+@pytest.mark.parametrize(
+    ("challenger", "promote", "reason"),
+    [
+        ({"psnr_y": 29.10, "ssim_y": 0.8001}, True, "beats"),
+        ({"psnr_y": 29.04, "ssim_y": 0.8100}, False, "below the margin"),
+        ({"psnr_y": 29.50, "ssim_y": 0.7970}, False, "ssim_y regresses by 0.0030"),
+        ({"psnr_y": 29.50, "ssim_y": 0.7985}, True, "beats"),  # a regression inside the tolerance
+        ({"psnr_y": float("nan"), "ssim_y": 0.9}, False, "not a valid evaluation"),
+        ({"ssim_y": 0.9}, False, "not a valid evaluation"),
+    ],
+)
+def test_gate(challenger, promote, reason):
+    decision = decide(GATE, challenger, {"psnr_y": 29.0, "ssim_y": 0.8}, "@champion v1")
+    assert decision.promote is promote
+    assert reason in decision.reason
+
+
+def test_gate_on_a_lower_is_better_metric():
+    gate = GateConfig(metric="feature_distance", margin=0.1)
+    assert decide(gate, {"feature_distance": 0.8}, {"feature_distance": 1.0}, "baseline").promote
+    assert not decide(gate, {"feature_distance": 0.95}, {"feature_distance": 1.0}, "baseline").promote
+    assert not decide(gate, {"feature_distance": 1.2}, {"feature_distance": 1.0}, "baseline").promote
+
+
+def test_gate_metrics_must_be_reported_by_the_task(make_config):
+    from pipelines.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"tasks\.sr_x4.*promote metric 'psnr' is not reported"):
+        make_config({"tasks": {"sr_x4": {"promote": {"metric": "psnr"}}}})
+    with pytest.raises(ConfigError, match=r"tasks\.denoise.*'ssim_y' is not reported"):
+        make_config({"tasks": {"denoise": {"promote": {"tolerances": {"ssim_y": 0.01}}}}})
+    cfg = make_config({"tasks": {"sr_x4": {"promote": {"margin": 0.2}}}})
+    assert cfg.task("sr_x4").promote.metric == "psnr_y" and cfg.task("sr_x4").promote.margin == 0.2
