@@ -167,11 +167,6 @@ class TaskParams(Strict):
         return data
 
     @model_validator(mode="after")
-    def _gate_uses_reported_metrics(self) -> TaskParams:
-        self.promote.check_metrics(self.task.metrics)  # type: ignore[attr-defined]
-        return self
-
-    @model_validator(mode="after")
     def _patch_fits_scale(self) -> TaskParams:
         scale = self.degradation.input_scale  # type: ignore[attr-defined]
         if self.patch_size < scale or self.patch_size % scale:
@@ -191,7 +186,6 @@ def _task_params_model(task: Task) -> type[TaskParams]:
         model=(TransformNetConfig, task.make_model_config()),
         loss=(LossConfig, task.make_loss_config()),
         optim=(OptimConfig, task.make_optim_config()),
-        promote=(GateConfig, task.make_gate_config()),
     )
 
 
@@ -214,6 +208,9 @@ class Config(Strict):
     feature_net: FeatureNetConfig = FeatureNetConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    # The promotion gate per task, merged over the registry's defaults. A section of its own, not
+    # under tasks.<t>, so that tuning the gate never invalidates a task's shards or training.
+    promote: dict[str, GateConfig] = {}
     mlflow: MlflowConfig = MlflowConfig()
     profile: str | None = Field(None, description="the entry of `profiles` merged over these settings")
     profiles: dict[str, dict[str, Any]] = {}
@@ -225,6 +222,29 @@ class Config(Strict):
         if isinstance(data, dict) and isinstance(data.get("tasks"), dict):
             data = {**data, "tasks": {k: ({**v, "name": k} if isinstance(v, dict) else v) for k, v in data["tasks"].items()}}
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gate_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("promote"), dict):
+            gates = {k: ({**TASKS[k].gate_defaults, **v} if k in TASKS and isinstance(v, dict) else v) for k, v in data["promote"].items()}
+            data = {**data, "promote": gates}
+        return data
+
+    @model_validator(mode="after")
+    def _gates_fit_their_tasks(self) -> Config:
+        for name, gate in self.promote.items():
+            if name not in TASKS:
+                raise ValueError(f"promote.{name}: unknown task; registered tasks: {', '.join(TASKS)}")
+            try:
+                gate.check_metrics(TASKS[name].metrics)
+            except ValueError as exc:
+                raise ValueError(f"promote.{name}: {exc}") from None
+        return self
+
+    def gate(self, task: str) -> GateConfig:
+        """The promotion gate of ``task``: params' ``promote.<task>``, else the registry default."""
+        return self.promote.get(task) or get_task(task).make_gate_config()
 
     @model_validator(mode="after")
     def _trained_tasks_are_configured(self) -> Config:

@@ -53,6 +53,8 @@ def decode_image(data: bytes, max_pixels: int, min_side: int = 1) -> tuple[np.nd
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise Rejected(RejectReason.NOT_AN_IMAGE, "not a format Pillow can identify") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # a known signature whose header is cut or broken
+        raise Rejected(RejectReason.TRUNCATED, f"header unreadable: {exc}") from None
     width, height = img.size
     if width * height > max_pixels:
         raise Rejected(RejectReason.TOO_MANY_PIXELS, f"{width}x{height} exceeds max_pixels={max_pixels}")

@@ -62,7 +62,7 @@ def promote_flow(task: str, cfg: Config, paths: Paths = Paths(), version: int | 
     if challenger is None:
         raise ModelSpecError(f"{task} has no @{CHALLENGER} version: run `percept register --task {task}` first")
     champion = alias_version(client, task, CHAMPION)
-    gate, names = cfg.task(task).promote, get_task(task).metrics
+    gate, names = cfg.gate(task), get_task(task).metrics
     record: dict[str, Any] = {"task": task, "challenger": int(challenger), "champion_before": champion and int(champion),
                               "gate": gate.model_dump(), "forced": force}
     if champion == challenger:

@@ -58,7 +58,8 @@ def lineage_tags(task: str, cfg: Config, paths: Paths, run: dict[str, Any]) -> d
     }
     if paths.metrics(task).is_file():
         for image_set, figures in json.loads(paths.metrics(task).read_text()).items():
-            tags.update({f"{TAG}eval.{image_set}.{k}": f"{v:.6g}" for k, v in figures.items() if isinstance(v, float)})
+            flat = tracking.flatten(figures)  # baseline figures nest under baseline.
+            tags.update({f"{TAG}eval.{image_set}.{k}": f"{v:.6g}" for k, v in flat.items() if isinstance(v, float)})
     return tags
 
 

@@ -56,7 +56,7 @@ class Task:
     def block_defaults(self) -> dict[str, dict[str, Any]]:
         """The task's defaults per params block; a block in params.yaml is merged over these."""
         return {"degradation": self.degradation_defaults, "model": self.model_defaults, "loss": self.loss_defaults,
-                "optim": self.optim_defaults, "promote": self.gate_defaults}
+                "optim": self.optim_defaults}
 
     def make_degradation(self, overrides: dict[str, Any] | None = None) -> deg.Degradation:
         return self.degradation(**{**self.degradation_defaults, **(overrides or {})})

@@ -41,6 +41,7 @@ def tiny_params() -> dict:
         "denoise": {"patch_size": 32, "patches_per_image": 2, "degradation": {"sigma": 25.0}},
     }
     params["train"].update(tasks=["sr_x4"], cpus_per_worker=1, checkpoint_every=2, log_every=2, loader_workers=0)
+    params["evaluate"]["sets"] = {"Set5": "data/raw/Set5"}
     return params
 
 
@@ -81,7 +82,8 @@ def check(result) -> str:
 def test_repro_runs_then_is_a_no_op_then_reruns_only_the_changed_task(project):
     repo, run = project
     out = check(run("dvc", "repro"))
-    for stage in ("acquire", "ingest", "shard@sr_x4", "shard@denoise", "train@sr_x4"):
+    for stage in ("acquire", "ingest", "shard@sr_x4", "shard@denoise", "train@sr_x4", "evaluate@sr_x4",
+                  "register@sr_x4", "promote@sr_x4"):
         assert f"Running stage '{stage}'" in out
     run_info = yaml.safe_load((repo / "models" / "sr_x4" / "run.json").read_text())
     assert run_info["steps"] == 4 and (repo / "models" / "sr_x4" / "model.pt").stat().st_size > 0
@@ -90,6 +92,14 @@ def test_repro_runs_then_is_a_no_op_then_reruns_only_the_changed_task(project):
         index = yaml.safe_load((repo / "data" / "shards" / task / "index.json").read_text())
         assert index["splits"] == {"train": 4 * 2, "val": 2} and index["scale"] == scale
     assert sorted(p.name for p in (repo / "data" / "raw" / "T91" / "HR").iterdir()) == ["t1.png", "t2.png", "t3.png", "t5.png"]
+    metrics = yaml.safe_load((repo / "metrics" / "sr_x4.json").read_text())
+    assert metrics["Set5"]["images"] == 2 and metrics["Set5"]["baseline"]["model"] == "bicubic"
+    assert (repo / "reports" / "sr_x4" / "Set5.png").stat().st_size > 0
+    registered = yaml.safe_load((repo / "registry" / "sr_x4.json").read_text())
+    assert registered["version"] == 1 and registered["tags"]["percept.git_commit"] != "unknown"
+    promotion = yaml.safe_load((repo / "registry" / "sr_x4.promotion.json").read_text())
+    assert promotion["challenger"] == 1 and promotion["champion_after"] == (1 if promotion["promoted"] else None)
+    assert "sr_x4" in check(run("dvc", "metrics", "show"))
 
     stamp = {p: p.stat().st_mtime_ns for p in (repo / "data").rglob("*.tar")}
     out = check(run("dvc", "repro"))

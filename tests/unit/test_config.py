@@ -135,9 +135,7 @@ def test_a_partial_block_keeps_the_tasks_own_defaults(raw):
     raw = copy.deepcopy(raw)
     raw["tasks"]["sr_x4"]["optim"] = {"steps": 5}
     raw["tasks"]["sr_x4"]["model"] = {"residual_blocks": 2}
-    raw["tasks"]["sr_x4"]["promote"] = {"margin": 0.3}
     params = parse_config(raw).task("sr_x4")
     sr = TASKS["sr_x4"]
     assert params.optim.steps == 5 and params.optim.lr == sr.optim_defaults["lr"] != OptimConfig().lr
     assert params.model.residual_blocks == 2 and params.model.norm == sr.model_defaults["norm"] != TransformNetConfig().norm
-    assert params.promote.margin == 0.3 and params.promote.metric == "psnr_y"

@@ -58,9 +58,12 @@ def test_gate_on_a_lower_is_better_metric():
 def test_gate_metrics_must_be_reported_by_the_task(make_config):
     from pipelines.config import ConfigError
 
-    with pytest.raises(ConfigError, match=r"tasks\.sr_x4.*promote metric 'psnr' is not reported"):
-        make_config({"tasks": {"sr_x4": {"promote": {"metric": "psnr"}}}})
-    with pytest.raises(ConfigError, match=r"tasks\.denoise.*'ssim_y' is not reported"):
-        make_config({"tasks": {"denoise": {"promote": {"tolerances": {"ssim_y": 0.01}}}}})
-    cfg = make_config({"tasks": {"sr_x4": {"promote": {"margin": 0.2}}}})
-    assert cfg.task("sr_x4").promote.metric == "psnr_y" and cfg.task("sr_x4").promote.margin == 0.2
+    with pytest.raises(ConfigError, match=r"promote\.sr_x4: promote metric 'psnr' is not reported"):
+        make_config({"promote": {"sr_x4": {"metric": "psnr"}}})
+    with pytest.raises(ConfigError, match=r"promote\.denoise: .*'ssim_y' is not reported"):
+        make_config({"promote": {"denoise": {"tolerances": {"ssim_y": 0.01}}}})
+    with pytest.raises(ConfigError, match=r"promote\.sr_x5: unknown task"):
+        make_config({"promote": {"sr_x5": {}}})
+    cfg = make_config({"promote": {"sr_x4": {"margin": 0.2}}})
+    assert cfg.gate("sr_x4").metric == "psnr_y" and cfg.gate("sr_x4").margin == 0.2
+    assert cfg.gate("denoise").metric == "psnr"  # not listed: the registry's default

@@ -1,0 +1,98 @@
+"""`percept evaluate` as a user runs it: the field's figures, JSON on stdout, reports, clear errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared"
+
+
+def percept(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def params_file(tmp_path_factory) -> Path:
+    """The shipped params with the feature network read straight from ../shared/weights."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["feature_net"]["weights"] = str(SHARED / "weights" / "vgg_normalised_conv3_1.pth")
+    path = tmp_path_factory.mktemp("params") / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_bicubic_on_set5_reproduces_the_published_figures_as_json(params_file, tmp_path):
+    out = percept("--params", str(params_file), "evaluate", "--task", "sr_x4", "--model", "bicubic",
+                  "--images", str(SHARED / "datasets" / "Set5"), "--json", "--out", str(tmp_path / "report"))
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)  # stdout holds the JSON object and nothing else
+    assert report["task"] == "sr_x4" and report["model"] == "bicubic" and report["images"] == 5
+    assert abs(report["psnr_y"] - 28.42) <= 0.02 and abs(report["ssim_y"] - 0.8104) <= 0.002
+    assert sorted(r["name"] for r in report["per_image"]) == ["baby", "bird", "butterfly", "head", "woman"]
+    assert report["psnr_y"] == pytest.approx(np.mean([r["psnr_y"] for r in report["per_image"]]))
+    assert report["feature_distance"] > 0
+    assert "evaluate sr_x4" in out.stderr  # progress goes to stderr
+    saved = json.loads((tmp_path / "report" / "Set5.json").read_text())
+    assert saved["psnr_y"] == report["psnr_y"]
+    with Image.open(tmp_path / "report" / "Set5.png") as sheet:
+        assert sheet.mode == "RGB" and sheet.width > 4 * 150 and sheet.height > 5 * 150  # 4 columns, 5 rows
+
+
+def write_mixed_folder(folder: Path) -> None:
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (70, 90), dtype=np.uint8), "L").save(folder / "gray.png")
+    Image.fromarray(rng.integers(0, 256, (64, 80, 4), dtype=np.uint8), "RGBA").save(folder / "alpha.png")
+    Image.fromarray(rng.integers(0, 65536, (66, 72), dtype=np.uint16)).save(folder / "deep16.png")
+    Image.fromarray(rng.integers(0, 256, (50, 61, 3), dtype=np.uint8)).save(folder / "odd.jpg", quality=95)
+    (folder / "notes.txt").write_text("not an image: ignored by suffix")
+
+
+def test_same_size_task_on_mixed_modes_reports_rgb_figures_and_the_input(params_file, tmp_path):
+    write_mixed_folder(tmp_path / "mixed")
+    out = percept("--params", str(params_file), "evaluate", "--task", "denoise", "--model", "identity",
+                  "--images", str(tmp_path / "mixed"), "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["images"] == 4 and {"psnr", "ssim", "feature_distance"} <= set(report)
+    # The model is the noisy input itself, so it scores exactly what the baseline does.
+    assert report["psnr"] == report["baseline"]["psnr"] and report["baseline"]["model"] == "identity"
+    assert 18 < report["psnr"] < 24  # Gaussian noise of sigma 25 on 8 bits: ~20.2 dB before clipping
+
+
+def test_an_unreadable_image_is_named_and_stops_the_evaluation(params_file, tmp_path):
+    write_mixed_folder(tmp_path / "mixed")
+    (tmp_path / "mixed" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    out = percept("--params", str(params_file), "evaluate", "--task", "denoise", "--model", "identity",
+                  "--images", str(tmp_path / "mixed"), "--json")
+    assert out.returncode == 1 and out.stdout == ""
+    assert "broken.png" in out.stderr
+
+
+def test_a_model_file_for_another_task_or_missing_is_refused(params_file, tmp_path):
+    from training.models import build_transform_net
+
+    cfg = {"residual_blocks": 1, "sr_channels": 8}
+    from training.models import TransformNetConfig
+
+    net = build_transform_net(TransformNetConfig(**cfg), 4)
+    torch.save({"task": "sr_x4", "scale": 4, "model_config": net.cfg.model_dump(mode="json"), "model": net.state_dict()},
+               tmp_path / "model.pt")
+    out = percept("--params", str(params_file), "evaluate", "--task", "sr_x8", "--model", str(tmp_path),
+                  "--images", str(SHARED / "datasets" / "Set5"))
+    assert out.returncode == 1 and "trained for task 'sr_x4', not 'sr_x8'" in out.stderr
+    out = percept("--params", str(params_file), "evaluate", "--task", "sr_x4", "--model", str(tmp_path / "nope"),
+                  "--images", str(SHARED / "datasets" / "Set5"))
+    assert out.returncode == 1 and "no such model file or folder" in out.stderr
+    out = percept("--params", str(params_file), "evaluate", "--task", "sr_x4", "--model", "identity",
+                  "--images", str(SHARED / "datasets" / "Set5"))
+    assert out.returncode == 1 and "the baseline of sr_x4 is 'bicubic'" in out.stderr
