@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from training.degradations import Degradation
 from training.loop import OptimConfig
+from training.lpips import LpipsConfig
 from training.losses import LossConfig
 from training.models import TransformNetConfig
 from training.quality import GateConfig
@@ -138,6 +139,7 @@ class EvaluateConfig(Strict):
     overlap: int = Field(16, ge=0, description="tile overlap in input pixels")
     sheet_crop: int = Field(192, ge=16, description="side of the crops on the comparison sheet, in target pixels")
     sheet_images: int = Field(6, ge=1, description="rows per comparison sheet")
+    lpips: LpipsConfig | None = Field(None, description="LPIPS files you have locally; every task then reports lpips")
 
 
 class MlflowConfig(Strict):
@@ -237,10 +239,14 @@ class Config(Strict):
             if name not in TASKS:
                 raise ValueError(f"promote.{name}: unknown task; registered tasks: {', '.join(TASKS)}")
             try:
-                gate.check_metrics(TASKS[name].metrics)
+                gate.check_metrics(self.reported_metrics(name))
             except ValueError as exc:
                 raise ValueError(f"promote.{name}: {exc}") from None
         return self
+
+    def reported_metrics(self, task: str) -> tuple[str, ...]:
+        """What evaluation reports for ``task``: the registry's metrics, plus LPIPS when configured."""
+        return get_task(task).metrics + (("lpips",) if self.evaluate.lpips else ())
 
     def gate(self, task: str) -> GateConfig:
         """The promotion gate of ``task``: params' ``promote.<task>``, else the registry default."""

@@ -26,8 +26,8 @@ from pipelines.images import Rejected, decode_image, encode_png
 from pipelines.predictors import Predictor, baseline
 from pipelines.sheets import render_sheet, row_crops
 from training.pairs import sample_seed, val_pair
+from training.lpips import Lpips
 from training.quality import METRICS, FeatureDistance, ScoreContext, score
-from training.tasks import get_task
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
@@ -68,13 +68,25 @@ def load_image_set(folder: Path, task: str, cfg: Config) -> list[EvalImage]:
     return images
 
 
-def feature_distance(task: str, cfg: Config) -> FeatureDistance | None:
-    if "feature_distance" not in get_task(task).metrics:
-        return None
-    from training.vgg import load_feature_net
+@dataclass(frozen=True)
+class Instruments:
+    """The networks some metrics need, loaded once per evaluation."""
 
-    layers = (cfg.task(task).loss.feature_layer,)
-    return FeatureDistance(load_feature_net(cfg.feature_net, layers), layers)
+    feature_distance: FeatureDistance | None = None
+    lpips: Lpips | None = None
+
+
+def instruments(task: str, cfg: Config) -> Instruments:
+    names = cfg.reported_metrics(task)
+    features = lpips = None
+    if "feature_distance" in names:
+        from training.vgg import load_feature_net
+
+        layers = (cfg.task(task).loss.feature_layer,)
+        features = FeatureDistance(load_feature_net(cfg.feature_net, layers), layers)
+    if "lpips" in names:
+        lpips = Lpips(cfg.evaluate.lpips)
+    return Instruments(features, lpips)
 
 
 def _mean(values: list[float]) -> float:
@@ -82,9 +94,9 @@ def _mean(values: list[float]) -> float:
 
 
 def evaluate_images(task: str, predictor: Predictor, images: list[EvalImage], cfg: Config, image_set: str,
-                    features: FeatureDistance | None = None, progress: bool = True) -> tuple[dict[str, Any], np.ndarray]:
+                    tools: Instruments, progress: bool = True) -> tuple[dict[str, Any], np.ndarray]:
     """(report, comparison sheet) of ``predictor`` and the task's baseline on ``images``."""
-    names = get_task(task).metrics
+    names = cfg.reported_metrics(task)
     scale = cfg.degradation(task).input_scale
     base = baseline(task, scale)
     per_image, rows = [], []
@@ -97,7 +109,8 @@ def evaluate_images(task: str, predictor: Predictor, images: list[EvalImage], cf
             raise EvaluationError(f"{image_set}/{image.name}: the model returned {output.dtype} {output.shape}, "
                                   f"expected uint8 {image.target.shape}")
         reference = base(image.input)
-        ctx = ScoreContext(crop=scale if scale > 1 else 0, source_channels=image.source_channels, feature_distance=features)
+        ctx = ScoreContext(crop=scale if scale > 1 else 0, source_channels=image.source_channels,
+                           feature_distance=tools.feature_distance, lpips=tools.lpips)
         ours, theirs = score(names, output, image.target, ctx), score(names, reference, image.target, ctx)
         record = {"name": image.name, "width": image.target.shape[1], "height": image.target.shape[0], **ours,
                   "baseline": theirs}
@@ -133,7 +146,7 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def summary_line(report: dict[str, Any]) -> str:
-    names = [n for n in get_task(report["task"]).metrics]
+    names = [n for n in METRICS if n in report["baseline"]]
     ours = ", ".join(f"{n} {report[n]:.4g}" for n in names)
     theirs = ", ".join(f"{n} {report['baseline'][n]:.4g}" for n in names)
     return f"{report['task']} {report['model']} on {report['image_set']} ({report['images']} images): {ours} | {report['baseline']['model']}: {theirs}"
@@ -153,12 +166,12 @@ def run(task: str, model: str, cfg: Config, paths, images: Path | None = None, o
     scale = cfg.degradation(task).input_scale
     tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, paths.root)
     predictor = load_predictor(model, task, scale, cfg.evaluate.tile, cfg.evaluate.overlap, tracking_uri)
-    features = feature_distance(task, cfg)
+    tools = instruments(task, cfg)
     sets = {images.name: images} if images else {n: paths.root / f for n, f in cfg.evaluate.sets.items()}
     out_dir = out if out or images else paths.reports(task)
     reports, written = {}, []
     for name, folder in sets.items():
-        report, sheet = evaluate_images(task, predictor, load_image_set(folder, task, cfg), cfg, name, features, progress)
+        report, sheet = evaluate_images(task, predictor, load_image_set(folder, task, cfg), cfg, name, tools, progress)
         reports[name] = report
         if out_dir is not None:
             written.extend(write_report(report, sheet, out_dir))

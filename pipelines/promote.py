@@ -20,13 +20,12 @@ from prefect.artifacts import create_markdown_artifact
 
 from pipelines import tracking
 from pipelines.config import Config
-from pipelines.evaluate import EvaluationError, evaluate_images, load_image_set
+from pipelines.evaluate import EvaluationError, evaluate_images, instruments, load_image_set
 from pipelines.fsutil import atomic_write_text
 from pipelines.paths import Paths
 from pipelines.predictors import ModelSpecError, load_predictor
 from pipelines.registry import CHALLENGER, CHAMPION, TAG
 from training.quality import Decision, decide
-from training.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +36,10 @@ def pooled(reports: list[dict[str, Any]], names: tuple[str, ...], key: str | Non
     return {n: float(np.mean([row[n] for row in rows])) for n in names}
 
 
-def figures_of(uri: str, task: str, cfg: Config, images: dict[str, list], tracking_uri: str, features) -> list[dict[str, Any]]:
+def figures_of(uri: str, task: str, cfg: Config, images: dict[str, list], tracking_uri: str, tools) -> list[dict[str, Any]]:
     scale = cfg.degradation(task).input_scale
     predictor = load_predictor(uri, task, scale, cfg.evaluate.tile, cfg.evaluate.overlap, tracking_uri)
-    return [evaluate_images(task, predictor, imgs, cfg, name, features, progress=False)[0] for name, imgs in images.items()]
+    return [evaluate_images(task, predictor, imgs, cfg, name, tools, progress=False)[0] for name, imgs in images.items()]
 
 
 def alias_version(client, task: str, alias: str) -> str | None:
@@ -54,31 +53,29 @@ def alias_version(client, task: str, alias: str) -> str | None:
 
 @flow(name="promote")
 def promote_flow(task: str, cfg: Config, paths: Paths = Paths(), version: int | None = None, force: bool = False) -> dict[str, Any]:
-    from pipelines.evaluate import feature_distance
-
     client = tracking.client(cfg.mlflow, paths.root)
     tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, paths.root)
     challenger = str(version) if version is not None else alias_version(client, task, CHALLENGER)
     if challenger is None:
         raise ModelSpecError(f"{task} has no @{CHALLENGER} version: run `percept register --task {task}` first")
     champion = alias_version(client, task, CHAMPION)
-    gate, names = cfg.gate(task), get_task(task).metrics
+    gate, names = cfg.gate(task), cfg.reported_metrics(task)
     record: dict[str, Any] = {"task": task, "challenger": int(challenger), "champion_before": champion and int(champion),
                               "gate": gate.model_dump(), "forced": force}
     if champion == challenger:
         decision, figures = Decision(False, f"version {challenger} is already @{CHAMPION}"), {}
     else:
         images = {n: load_image_set(paths.root / folder, task, cfg) for n, folder in cfg.evaluate.sets.items()}
-        features = feature_distance(task, cfg)
+        tools = instruments(task, cfg)
         try:
-            ours = figures_of(f"models:/{task}/{challenger}", task, cfg, images, tracking_uri, features)
+            ours = figures_of(f"models:/{task}/{challenger}", task, cfg, images, tracking_uri, tools)
             figures = {"challenger": pooled(ours, names), "baseline": pooled(ours, names, "baseline")}
         except (EvaluationError, ModelSpecError) as exc:
             decision, figures = Decision(False, f"evaluation of the challenger failed: {exc}"), {}
             record["failed"] = True
         else:
             if champion is not None:
-                figures["champion"] = pooled(figures_of(f"models:/{task}/{champion}", task, cfg, images, tracking_uri, features), names)
+                figures["champion"] = pooled(figures_of(f"models:/{task}/{champion}", task, cfg, images, tracking_uri, tools), names)
             incumbent = "champion" if champion is not None else "baseline"
             label = f"@{CHAMPION} v{champion}" if champion is not None else "the baseline"
             decision = decide(gate, figures["challenger"], figures[incumbent], label)

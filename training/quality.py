@@ -26,6 +26,7 @@ class ScoreContext:
     crop: int = 0
     source_channels: int = 3
     feature_distance: Callable[[np.ndarray, np.ndarray], float] | None = None
+    lpips: Callable[[np.ndarray, np.ndarray], float] | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,12 @@ def _feature(out: np.ndarray, target: np.ndarray, ctx: ScoreContext) -> float:
     return ctx.feature_distance(out, target)
 
 
+def _lpips(out: np.ndarray, target: np.ndarray, ctx: ScoreContext) -> float:
+    if ctx.lpips is None:
+        raise ValueError("lpips needs its weights (evaluate.lpips in params.yaml)")
+    return ctx.lpips(out, target)
+
+
 METRICS: dict[str, Metric] = {
     metric.name: metric
     for metric in (
@@ -51,6 +58,7 @@ METRICS: dict[str, Metric] = {
         Metric("psnr", True, lambda o, t, c: m.psnr(o, t, c.crop)),
         Metric("ssim", True, lambda o, t, c: m.ssim(o, t, c.crop)),
         Metric("feature_distance", False, _feature),
+        Metric("lpips", False, _lpips),  # reported by every task when evaluate.lpips names its files
         Metric("colourfulness", True, lambda o, t, c: m.colourfulness(o), unary=True),
     )
 }
