@@ -99,6 +99,7 @@ def test_repro_runs_then_is_a_no_op_then_reruns_only_the_changed_task(project):
     assert registered["version"] == 1 and registered["tags"]["percept.git_commit"] != "unknown"
     promotion = yaml.safe_load((repo / "registry" / "sr_x4.promotion.json").read_text())
     assert promotion["challenger"] == 1 and promotion["champion_after"] == (1 if promotion["promoted"] else None)
+    assert "promote sr_x4: v1 " in out  # the decision, on the stage's stdout
     assert "sr_x4" in check(run("dvc", "metrics", "show"))
 
     stamp = {p: p.stat().st_mtime_ns for p in (repo / "data").rglob("*.tar")}

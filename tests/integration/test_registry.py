@@ -104,6 +104,15 @@ def percept(root: Path, *args):
                           cwd=root, capture_output=True, text=True, timeout=300)
 
 
+def latest_artifact(key: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as prefect:
+        found = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    return max(found, key=lambda a: a.created).data
+
+
 def test_register_and_promote_lifecycle(project, prefect_harness):
     from mlflow.tracking import MlflowClient
 
@@ -146,6 +155,13 @@ def test_register_and_promote_lifecycle(project, prefect_harness):
     assert record["promoted"] and champion() == 2
     assert record["figures"]["challenger"]["psnr_y"] > record["figures"]["baseline"]["psnr_y"] + 0.01
     assert json.loads(paths.promotion(TASK).read_text())["champion_after"] == 2
+    assert client.get_model_version(TASK, "2").tags["percept.promotion"] == "promoted"
+    assert "**Promoted**: v2" in latest_artifact(f"promotion-{TASK.replace('_', '-')}")
+
+    # The champion evaluated through the CLI by its alias gives the gate's figures.
+    out = percept(root, "evaluate", "--task", TASK, "--model", f"models:/{TASK}@champion", "--images", str(root / "val"), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["psnr_y"] == pytest.approx(record["figures"]["challenger"]["psnr_y"])
 
     # The registered pyfunc takes and returns uint8 HxWx3 and agrees with the local weights.
     import mlflow.pyfunc
