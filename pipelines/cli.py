@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--task", required=True, help="a task listed under `tasks:` in params.yaml")
     promote.add_argument("--version", type=int, help="the version to consider (default: @challenger)")
     promote.add_argument("--force", action="store_true", help="promote even if the gate says no (never a failed evaluation)")
-    sub.add_parser("tasks", help="list the registered tasks and which ones params.yaml configures")
+    sub.add_parser("tasks", help="list the tasks params.yaml configures (and their registry entries), then the unused entries")
     return parser
 
 
@@ -156,9 +156,16 @@ def run(args: argparse.Namespace, cfg) -> int:
     elif args.command == "tasks":
         from training.tasks import TASKS
 
-        for name, t in TASKS.items():
-            mark = "*" if name in cfg.task_names else " "
-            print(f"{mark} {name:10s} {t.description}")
+        print("configured in params.yaml (* = trained by `dvc repro`):")
+        for name in cfg.task_names:
+            entry = cfg.task(name).entry
+            mark = "*" if name in cfg.train.tasks else " "
+            print(f"{mark} {name:14s} {entry.name:10s} {entry.description}")
+        unused = [t for t in TASKS.values() if all(cfg.task(n).entry is not t for n in cfg.task_names)]
+        if unused:
+            print("registered, not configured:")
+            for t in unused:
+                print(f"  {t.name:14s} {t.name:10s} {t.description}")
     return 0
 
 

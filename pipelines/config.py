@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, SerializeAsAny, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from training.degradations import Degradation
 from training.loop import OptimConfig
@@ -148,23 +149,29 @@ class MlflowConfig(Strict):
     experiment: str = "percept"
 
 
-class TaskParams(Strict):
-    """Settings common to every task; ``degradation`` and ``options`` are typed per task."""
+TASK_NAME = r"^[a-z][a-z0-9_]*$"  # also an MLflow model name, a DVC foreach key and a folder name
 
+
+class TaskParams(Strict):
+    """One block under ``tasks:``. Its key names it (``name``); ``task`` names the registry entry
+    it instantiates, the key itself by default, so several blocks can share one entry
+    (``style_wave: {task: style, options: {style_image: ...}}``)."""
+
+    name: str = Field(pattern=TASK_NAME)
     patch_size: int = Field(ge=8, le=2048)
     patches_per_image: int = Field(ge=1, le=1000)
 
     @property
-    def task(self) -> Task:
-        return get_task(self.name)  # type: ignore[attr-defined]
+    def entry(self) -> Task:
+        return get_task(self.task)  # type: ignore[attr-defined]
 
     @model_validator(mode="before")
     @classmethod
     def _merge_registry_defaults(cls, data: Any) -> Any:
         # `optim: {steps: 5}` changes the steps and keeps the task's own lr, warm-up and batch,
         # rather than falling back to the generic class defaults.
-        if isinstance(data, dict) and data.get("name") in TASKS:
-            defaults = TASKS[data["name"]].block_defaults()
+        if isinstance(data, dict) and data.get("task") in TASKS:
+            defaults = TASKS[data["task"]].block_defaults()
             data = {**data, **{k: {**d, **data[k]} for k, d in defaults.items() if isinstance(data.get(k), dict)}}
         return data
 
@@ -182,7 +189,7 @@ def _task_params_model(task: Task) -> type[TaskParams]:
     return create_model(
         f"TaskParams_{task.name}",
         __base__=TaskParams,
-        name=(Literal[task.name], task.name),  # type: ignore[valid-type]
+        task=(Literal[task.name], task.name),  # type: ignore[valid-type]
         degradation=(task.degradation, task.make_degradation()),
         options=(task.options, task.options()),
         model=(TransformNetConfig, task.make_model_config()),
@@ -191,12 +198,37 @@ def _task_params_model(task: Task) -> type[TaskParams]:
     )
 
 
-def _tasks_section_model() -> type[BaseModel]:
-    fields: dict[str, Any] = {name: (_task_params_model(t) | None, None) for name, t in TASKS.items()}
-    return create_model("TasksSection", __config__=ConfigDict(extra="forbid", frozen=True), **fields)
+_MODELS: dict[int, type[TaskParams]] = {}
 
 
-TasksSection = _tasks_section_model()
+def task_params_model(task: Task) -> type[TaskParams]:
+    """The (cached) block model of a registry entry; built on first use, so entries registered
+    after import (plugins, tests) work too."""
+    key = id(task)
+    if key not in _MODELS:
+        _MODELS[key] = _task_params_model(task)
+    return _MODELS[key]
+
+
+def _validate_task_blocks(value: Any) -> Any:
+    """Each block validated by its registry entry's model; errors keep their full location."""
+    if not isinstance(value, dict):
+        return value
+    blocks, errors = {}, []
+    for key, block in value.items():
+        entry = block.get("task", key) if isinstance(block, dict) else key
+        if entry not in TASKS:
+            errors.append({"type": PydanticCustomError("unknown_task", "unknown task; registered tasks: {known} (a block for "
+                                                        "another name says which with `task:`)", {"known": ", ".join(TASKS)}),
+                           "loc": (key,), "input": entry})
+            continue
+        try:
+            blocks[key] = task_params_model(TASKS[entry]).model_validate({**block, "name": key, "task": entry})
+        except ValidationError as exc:
+            errors.extend({**e, "loc": (key, *e["loc"])} for e in exc.errors())
+    if errors:
+        raise ValidationError.from_exception_data("tasks", errors)
+    return blocks
 
 
 class Config(Strict):
@@ -205,7 +237,8 @@ class Config(Strict):
     ingest: IngestConfig
     s3: S3Config = S3Config()
     shard: ShardConfig = ShardConfig()
-    tasks: TasksSection  # type: ignore[valid-type]
+    # SerializeAsAny: dump each block as its per-task model (degradation, model, ...), not as the base.
+    tasks: Annotated[dict[str, SerializeAsAny[TaskParams]], BeforeValidator(_validate_task_blocks)]
 
     feature_net: FeatureNetConfig = FeatureNetConfig()
     train: TrainConfig = TrainConfig()
@@ -220,24 +253,27 @@ class Config(Strict):
     @model_validator(mode="before")
     @classmethod
     def _name_tasks(cls, data: Any) -> Any:
-        # Each task block learns its own name, so a TaskParams knows which registry entry it is.
+        # A block may be empty in YAML (`jpeg:`): the registry entry's defaults, then.
         if isinstance(data, dict) and isinstance(data.get("tasks"), dict):
-            data = {**data, "tasks": {k: ({**v, "name": k} if isinstance(v, dict) else v) for k, v in data["tasks"].items()}}
+            data = {**data, "tasks": {k: ({} if v is None else v) for k, v in data["tasks"].items()}}
         return data
 
     @model_validator(mode="before")
     @classmethod
     def _gate_defaults(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("promote"), dict):
-            gates = {k: ({**TASKS[k].gate_defaults, **v} if k in TASKS and isinstance(v, dict) else v) for k, v in data["promote"].items()}
+            entries = {k: v.get("task", k) for k, v in data["tasks"].items() if isinstance(v, dict)} \
+                if isinstance(data.get("tasks"), dict) else {}
+            gates = {k: ({**TASKS[entries[k]].gate_defaults, **v} if entries.get(k) in TASKS and isinstance(v, dict) else v)
+                     for k, v in data["promote"].items()}
             data = {**data, "promote": gates}
         return data
 
     @model_validator(mode="after")
     def _gates_fit_their_tasks(self) -> Config:
-        for name, gate in self.promote.items():
-            if name not in TASKS:
-                raise ValueError(f"promote.{name}: unknown task; registered tasks: {', '.join(TASKS)}")
+        for name, gate in self.promote.items() if self.tasks else ():  # no tasks at all is reported on its own
+            if name not in self.tasks:
+                raise ValueError(f"promote.{name}: no such task under `tasks:` (have: {', '.join(self.tasks)})")
             try:
                 gate.check_metrics(self.reported_metrics(name))
             except ValueError as exc:
@@ -246,11 +282,11 @@ class Config(Strict):
 
     def reported_metrics(self, task: str) -> tuple[str, ...]:
         """What evaluation reports for ``task``: the registry's metrics, plus LPIPS when configured."""
-        return get_task(task).metrics + (("lpips",) if self.evaluate.lpips else ())
+        return self.task(task).entry.metrics + (("lpips",) if self.evaluate.lpips else ())
 
     def gate(self, task: str) -> GateConfig:
         """The promotion gate of ``task``: params' ``promote.<task>``, else the registry default."""
-        return self.promote.get(task) or get_task(task).make_gate_config()
+        return self.promote.get(task) or self.task(task).entry.make_gate_config()
 
     @model_validator(mode="after")
     def _trained_tasks_are_configured(self) -> Config:
@@ -277,14 +313,15 @@ class Config(Strict):
 
     @cached_property
     def task_names(self) -> list[str]:
-        return [name for name in TASKS if getattr(self.tasks, name) is not None]
+        return list(self.tasks)
 
     def task(self, name: str) -> TaskParams:
-        get_task(name)  # a clear error for an unregistered name
-        params = getattr(self.tasks, name)
-        if params is None:
+        if name in self.tasks:
+            return self.tasks[name]
+        if name in TASKS:
             raise ConfigError(f"task {name!r} is registered but has no block under `tasks:` in params.yaml")
-        return params
+        raise ConfigError(f"unknown task {name!r}: params.yaml configures {', '.join(self.tasks)}; "
+                          f"registered tasks: {', '.join(TASKS)}")
 
     def degradation(self, name: str) -> Degradation:
         return self.task(name).degradation
@@ -337,15 +374,17 @@ def parse_config(raw: Any, source: str = "params") -> Config:
     except ValidationError as exc:
         lines = [f"{source}: {len(exc.errors())} invalid setting(s):"]
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+            loc = _location(err["loc"])
             lines.append(f"  {loc or '(top level)'}: {_message(err)}")
         raise ConfigError("\n".join(lines)) from None
 
 
+def _location(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
+
+
 def _message(err: dict[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
-        if len(err["loc"]) == 2 and err["loc"][0] == "tasks":
-            return f"unknown task; registered tasks: {', '.join(TASKS)}"
         return "unknown key"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] not in ("value_error", "missing") and "input" in err:

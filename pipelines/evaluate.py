@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from pipelines.config import Config
@@ -27,7 +28,7 @@ from pipelines.predictors import Predictor, baseline
 from pipelines.sheets import render_sheet, row_crops
 from training.pairs import sample_seed, val_pair
 from training.lpips import Lpips
-from training.quality import METRICS, FeatureDistance, ScoreContext, score
+from training.quality import METRICS, FeatureDistance, PerceptualScorer, ScoreContext, score
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
@@ -74,19 +75,31 @@ class Instruments:
 
     feature_distance: FeatureDistance | None = None
     lpips: Lpips | None = None
+    perceptual: PerceptualScorer | None = None
 
 
-def instruments(task: str, cfg: Config) -> Instruments:
-    names = cfg.reported_metrics(task)
-    features = lpips = None
+LOSS_METRICS = frozenset({"content_loss", "style_loss", "perceptual_total"})
+
+
+def instruments(task: str, cfg: Config, root: Path = Path(".")) -> Instruments:
+    from training.vgg import load_feature_net
+
+    names, params = cfg.reported_metrics(task), cfg.task(task)
+    tools: dict[str, Any] = {}
     if "feature_distance" in names:
-        from training.vgg import load_feature_net
-
-        layers = (cfg.task(task).loss.feature_layer,)
-        features = FeatureDistance(load_feature_net(cfg.feature_net, layers), layers)
+        layers = (params.loss.feature_layer,)
+        tools["feature_distance"] = FeatureDistance(load_feature_net(cfg.feature_net, layers), layers)
     if "lpips" in names:
-        lpips = Lpips(cfg.evaluate.lpips)
-    return Instruments(features, lpips)
+        tools["lpips"] = Lpips(cfg.evaluate.lpips)
+    if LOSS_METRICS & set(names):
+        from pipelines.train import load_style_image
+        from training.losses import PerceptualLoss
+
+        net = load_feature_net(cfg.feature_net, params.loss.needed_layers) if params.loss.needs_features else None
+        style_path = getattr(params.options, "style_image", None)
+        style = load_style_image(str(root / style_path), torch.device("cpu")) if style_path and params.loss.style_weight > 0 else None
+        tools["perceptual"] = PerceptualScorer(PerceptualLoss(params.loss, net, style))
+    return Instruments(**tools)
 
 
 def _mean(values: list[float]) -> float:
@@ -110,7 +123,7 @@ def evaluate_images(task: str, predictor: Predictor, images: list[EvalImage], cf
                                   f"expected uint8 {image.target.shape}")
         reference = base(image.input)
         ctx = ScoreContext(crop=scale if scale > 1 else 0, source_channels=image.source_channels,
-                           feature_distance=tools.feature_distance, lpips=tools.lpips)
+                           feature_distance=tools.feature_distance, lpips=tools.lpips, perceptual=tools.perceptual)
         ours, theirs = score(names, output, image.target, ctx), score(names, reference, image.target, ctx)
         record = {"name": image.name, "width": image.target.shape[1], "height": image.target.shape[0], **ours,
                   "baseline": theirs}
@@ -166,7 +179,7 @@ def run(task: str, model: str, cfg: Config, paths, images: Path | None = None, o
     scale = cfg.degradation(task).input_scale
     tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, paths.root)
     predictor = load_predictor(model, task, scale, cfg.evaluate.tile, cfg.evaluate.overlap, tracking_uri)
-    tools = instruments(task, cfg)
+    tools = instruments(task, cfg, paths.root)
     sets = {images.name: images} if images else {n: paths.root / f for n, f in cfg.evaluate.sets.items()}
     out_dir = out if out or images else paths.reports(task)
     reports, written = {}, []

@@ -66,7 +66,7 @@ def promote_flow(task: str, cfg: Config, paths: Paths = Paths(), version: int | 
         decision, figures = Decision(False, f"version {challenger} is already @{CHAMPION}"), {}
     else:
         images = {n: load_image_set(paths.root / folder, task, cfg) for n, folder in cfg.evaluate.sets.items()}
-        tools = instruments(task, cfg)
+        tools = instruments(task, cfg, paths.root)
         try:
             ours = figures_of(f"models:/{task}/{challenger}", task, cfg, images, tracking_uri, tools)
             figures = {"challenger": pooled(ours, names), "baseline": pooled(ours, names, "baseline")}

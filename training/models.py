@@ -33,10 +33,11 @@ MIN_INPUT_SIZE = 5
 class TransformNetConfig(BaseModel):
     """Architecture settings; the task (through ``scale``) picks the style net or the SR net.
 
-    ``global_skip`` only applies to super-resolution (``scale > 1``): the output is the bicubic
-    upscale of the input plus a bounded residual the network learns. For same-size tasks it is
-    accepted and has no effect (the default stays valid for every task; ``TransformNet.global_skip``
-    says whether a built net uses it).
+    ``global_skip``: the output is a fixed estimate plus a bounded residual the network learns,
+    which starts at zero (the output conv is zero-initialised), so training starts from the
+    baseline instead of from noise. The estimate is the bicubic upscale of the input for SR and
+    the input itself for same-size restoration (its gray channel repeated for colorization).
+    Off by default: a style transfer net must be free to move far from its input.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -54,7 +55,7 @@ class TransformNetConfig(BaseModel):
     # 3x3 conv, free of checkerboard artefacts (Odena et al. 2016). "pixel_shuffle": 3x3 conv to
     # 4x the channels then a sub-pixel shuffle (Shi et al. 2016).
     upsample: Literal["deconv", "resize_conv", "pixel_shuffle"] = "resize_conv"
-    global_skip: bool = True
+    global_skip: bool = False
     # Colorization may feed a single gray channel; the output is always RGB.
     in_channels: Literal[1, 3] = 3
     out_channels: Literal[3] = 3
@@ -153,7 +154,7 @@ class TransformNet(nn.Module):
         _check_scale(scale)
         self.cfg = cfg
         self.scale = scale
-        self.global_skip = cfg.global_skip and scale > 1
+        self.global_skip = cfg.global_skip
         norm, mode = cfg.norm, cfg.upsample
         if scale == 1:
             # Suppl. Table 1: 32 9x9 s1, 64 3x3 s2, 128 3x3 s2, 5 residual blocks at 128,
@@ -202,7 +203,7 @@ class TransformNet(nn.Module):
         if not self.global_skip:
             return (torch.tanh(y) + 1) / 2
         rgb = x if x.shape[1] == 3 else x.repeat(1, 3, 1, 1)
-        base = F.interpolate(rgb, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        base = rgb if self.scale == 1 else F.interpolate(rgb, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return base + torch.tanh(y)
 
     def _check_input(self, x: torch.Tensor) -> None:

@@ -27,6 +27,7 @@ class ScoreContext:
     source_channels: int = 3
     feature_distance: Callable[[np.ndarray, np.ndarray], float] | None = None
     lpips: Callable[[np.ndarray, np.ndarray], float] | None = None
+    perceptual: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,15 @@ def _lpips(out: np.ndarray, target: np.ndarray, ctx: ScoreContext) -> float:
     return ctx.lpips(out, target)
 
 
+def _loss_part(part: str) -> Callable[[np.ndarray, np.ndarray, ScoreContext], float]:
+    def fn(out: np.ndarray, target: np.ndarray, ctx: ScoreContext) -> float:
+        if ctx.perceptual is None:
+            raise ValueError(f"{part} needs the task's perceptual loss")
+        return ctx.perceptual(out, target).get(part, 0.0)
+
+    return fn
+
+
 METRICS: dict[str, Metric] = {
     metric.name: metric
     for metric in (
@@ -59,6 +69,11 @@ METRICS: dict[str, Metric] = {
         Metric("ssim", True, lambda o, t, c: m.ssim(o, t, c.crop)),
         Metric("feature_distance", False, _feature),
         Metric("lpips", False, _lpips),  # reported by every task when evaluate.lpips names its files
+        # The task's own weighted training loss on whole images (style transfer is judged by it):
+        # content = the feature reconstruction part against the content image.
+        Metric("content_loss", False, _loss_part("feature")),
+        Metric("style_loss", False, _loss_part("style")),
+        Metric("perceptual_total", False, _loss_part("total")),
         Metric("colourfulness", True, lambda o, t, c: m.colourfulness(o), unary=True),
     )
 }
@@ -86,6 +101,24 @@ class FeatureDistance:
         pair = torch.from_numpy(np.stack([output, target])).permute(0, 3, 1, 2).float().div(255.0)
         feats = self.net(pair)
         return float(np.mean([torch.mean((feats[k][0] - feats[k][1]) ** 2).item() for k in self.layers]))
+
+
+class PerceptualScorer:
+    """A task's ``PerceptualLoss`` on whole 8-bit images, returning its weighted parts and total.
+    The three loss metrics of one image ask for the same pair in a row: computed once."""
+
+    def __init__(self, loss: torch.nn.Module):
+        self.loss = loss.eval()
+        self._last: tuple[np.ndarray, np.ndarray, dict[str, float]] | None = None
+
+    @torch.inference_mode()
+    def __call__(self, output: np.ndarray, target: np.ndarray) -> dict[str, float]:
+        if self._last is not None and self._last[0] is output and self._last[1] is target:
+            return self._last[2]
+        pair = torch.from_numpy(np.stack([output, target])).permute(0, 3, 1, 2).float().div(255.0)
+        _, parts = self.loss(pair[:1], pair[1:])
+        self._last = (output, target, parts)
+        return parts
 
 
 # ------------------------------------------------------------------------------------------

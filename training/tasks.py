@@ -99,7 +99,9 @@ SR_LOSS = {"pixel_weight": 1.0, "pixel": "l1", "feature_weight": 0.05, "feature_
 # 2e-4 with a short warm-up beats bicubic within ~100 CPU steps.
 SR_OPTIM = {"lr": 2e-4, "warmup_steps": 20, "steps": 600, "batch_size": 8}
 # Same-size restoration: the style-net shape (down x4, 5 residual blocks, up), instance norm.
-RESTORE_MODEL = {"residual_blocks": 5, "norm": "instance", "upsample": "resize_conv"}
+# A global skip: the net learns a correction of the degraded input, so even a short run starts
+# at the input's own PSNR and improves on it.
+RESTORE_MODEL = {"residual_blocks": 5, "norm": "instance", "upsample": "resize_conv", "global_skip": True}
 RESTORE_LOSS = {"pixel_weight": 1.0, "pixel": "l1", "feature_weight": 0.05, "feature_layer": "relu2_2"}
 # SR is scored by the field's protocol (Y channel, scale-pixel border crop); a pixel-heavy loss
 # is promoted on PSNR-Y. Raise feature_weight and switch the gate to feature_distance for the
@@ -126,4 +128,4 @@ register(Task("colorize", "colorization: gray in, colour out", deg.Grayscale, {"
 register(Task("style", "fast style transfer: content in, stylised out", deg.Identity, {}, StyleOptions,
               model_defaults={"residual_blocks": 5, "norm": "instance", "upsample": "resize_conv"},
               loss_defaults={"feature_weight": 1.0, "feature_layer": "relu2_2", "style_weight": 1e5, "tv_weight": 1e-6},
-              metrics=("feature_distance", "ssim"), gate_defaults={"metric": "feature_distance", "margin": 0.0}))
+              metrics=("perceptual_total", "content_loss", "style_loss"), gate_defaults={"metric": "perceptual_total", "margin": 0.0}))

@@ -38,9 +38,10 @@ def tiny_params() -> dict:
     params["tasks"] = {
         "sr_x4": {"patch_size": 32, "patches_per_image": 2, "degradation": {"scale": 4},
                   "model": tiny_net, "optim": {"steps": 4, "batch_size": 2, "warmup_steps": 0}},
-        "denoise": {"patch_size": 32, "patches_per_image": 2, "degradation": {"sigma": 25.0}},
+        "denoise": {"patch_size": 32, "patches_per_image": 2, "degradation": {"sigma": 25.0},
+                    "model": {"channels": 4, "residual_blocks": 1}, "optim": {"steps": 4, "batch_size": 2}},
     }
-    params["train"].update(tasks=["sr_x4"], cpus_per_worker=1, checkpoint_every=2, log_every=2, loader_workers=0)
+    params["train"].update(tasks=["sr_x4", "denoise"], cpus_per_worker=1, checkpoint_every=2, log_every=2, loader_workers=0)
     params["evaluate"]["sets"] = {"Set5": "data/raw/Set5"}
     return params
 
@@ -82,9 +83,11 @@ def check(result) -> str:
 def test_repro_runs_then_is_a_no_op_then_reruns_only_the_changed_task(project):
     repo, run = project
     out = check(run("dvc", "repro"))
-    for stage in ("acquire", "ingest", "shard@sr_x4", "shard@denoise", "train@sr_x4", "evaluate@sr_x4",
-                  "register@sr_x4", "promote@sr_x4"):
+    for stage in ("acquire", "ingest", "shard@sr_x4", "shard@denoise"):
         assert f"Running stage '{stage}'" in out
+    for task in ("sr_x4", "denoise"):
+        for stage in ("train", "evaluate", "register", "promote"):
+            assert f"Running stage '{stage}@{task}'" in out
     run_info = yaml.safe_load((repo / "models" / "sr_x4" / "run.json").read_text())
     assert run_info["steps"] == 4 and (repo / "models" / "sr_x4" / "model.pt").stat().st_size > 0
     assert (repo / "plots" / "train" / "sr_x4.tsv").read_text().splitlines()[0].startswith("step\t")
@@ -100,6 +103,9 @@ def test_repro_runs_then_is_a_no_op_then_reruns_only_the_changed_task(project):
     promotion = yaml.safe_load((repo / "registry" / "sr_x4.promotion.json").read_text())
     assert promotion["challenger"] == 1 and promotion["champion_after"] == (1 if promotion["promoted"] else None)
     assert "promote sr_x4: v1 " in out  # the decision, on the stage's stdout
+    denoise = yaml.safe_load((repo / "metrics" / "denoise.json").read_text())["Set5"]
+    assert denoise["baseline"]["model"] == "identity" and {"psnr", "ssim", "feature_distance"} <= set(denoise)
+    assert yaml.safe_load((repo / "registry" / "denoise.json").read_text())["name"] == "denoise"
     assert "sr_x4" in check(run("dvc", "metrics", "show"))
 
     stamp = {p: p.stat().st_mtime_ns for p in (repo / "data").rglob("*.tar")}
@@ -113,6 +119,7 @@ def test_repro_runs_then_is_a_no_op_then_reruns_only_the_changed_task(project):
     out = check(run("dvc", "repro"))
     assert "Running stage 'shard@denoise'" in out
     assert "Running stage 'shard@sr_x4'" not in out and "Running stage 'train@sr_x4'" not in out
+    assert "Running stage 'train@denoise'" in out  # its shards changed
     assert all(p.stat().st_mtime_ns == t for p, t in stamp.items() if "sr_x4" in str(p))
     index = yaml.safe_load((repo / "data" / "shards" / "denoise" / "index.json").read_text())
     assert index["splits"]["train"] == 4 * 3

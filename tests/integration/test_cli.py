@@ -44,5 +44,6 @@ def test_unknown_task_and_missing_manifest_are_clear(tmp_path):
 def test_tasks_marks_the_configured_ones():
     out = percept("tasks")
     assert out.returncode == 0
-    lines = {line[2:].split()[0]: line[0] for line in out.stdout.splitlines()}
-    assert lines["sr_x4"] == "*" and set(lines) >= {"sr_x8", "denoise", "deblur", "jpeg", "colorize", "style"}
+    rows = {line[2:].split()[0]: (line[0], line[2:].split()[1]) for line in out.stdout.splitlines() if line[:2] in ("* ", "  ")}
+    assert rows["sr_x4"] == ("*", "sr_x4") and rows["style_wave"] == ("*", "style") and rows["style_candy"][1] == "style"
+    assert set(rows) >= {"sr_x8", "denoise", "deblur", "jpeg", "colorize"}

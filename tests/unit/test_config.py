@@ -35,13 +35,14 @@ def error_of(data) -> str:
 
 def test_shipped_params_load_typed(raw):
     cfg = load_config(ROOT / "params.yaml")
-    assert cfg.task_names == [n for n in TASKS if n in raw["tasks"]]
+    assert cfg.task_names == list(raw["tasks"]) and set(cfg.train.tasks) <= set(cfg.task_names)
     sr = cfg.task("sr_x4")
     assert isinstance(sr.degradation, BicubicDownscale) and sr.degradation.input_scale == 4
     assert isinstance(cfg.task("denoise").degradation, GaussianNoise)
     assert cfg.task("denoise").degradation.sigma == 25.0
     assert cfg.largest_patch == max(t["patch_size"] for t in raw["tasks"].values())
-    assert cfg.task("style").options.style_image.endswith(".jpg")
+    assert cfg.task("style_wave").options.style_image.endswith("the-wave.jpg")
+    assert cfg.task("style_candy").entry is TASKS["style"]
 
 
 @pytest.mark.parametrize(
@@ -94,12 +95,43 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 
 def test_unconfigured_task_is_a_clear_error(raw):
-    cfg = parse_config(mutated(raw, lambda d: d["tasks"].pop("jpeg")))
+    cfg = parse_config(mutated(raw, lambda d: (d["tasks"].pop("jpeg"), d["train"]["tasks"].remove("jpeg"))))
     assert "jpeg" not in cfg.task_names
     with pytest.raises(ConfigError, match="no block under `tasks:`"):
         cfg.task("jpeg")
-    with pytest.raises(KeyError, match="registered tasks"):
+    with pytest.raises(ConfigError, match="registered tasks"):
         cfg.task("nope")
+
+
+def test_several_blocks_can_instantiate_one_registry_entry(raw):
+    data = copy.deepcopy(raw)
+    data["tasks"]["style_candy"] = {"task": "style", "patch_size": 64, "patches_per_image": 2,
+                                    "options": {"style_image": "data/raw/styles/candy.jpg"}, "optim": {"steps": 7}}
+    data["tasks"]["style_wave"].pop("optim", None)
+    cfg = parse_config(data)
+    candy, wave = cfg.task("style_candy"), cfg.task("style_wave")
+    assert candy.entry is wave.entry is TASKS["style"] and candy.name == "style_candy"
+    assert candy.options.style_image.endswith("candy.jpg") and wave.options.style_image.endswith("the-wave.jpg")
+    assert candy.loss == wave.loss and candy.optim.steps == 7 != wave.optim.steps  # the entry's defaults, then the block's own
+    assert cfg.reported_metrics("style_candy") == TASKS["style"].metrics
+
+
+@pytest.mark.parametrize(
+    ("block", "key", "words"),
+    [
+        ({"task": "styel", "patch_size": 64, "patches_per_image": 1}, "tasks.style_x", "unknown task; registered tasks: sr_x4"),
+        ({"task": "style", "patch_size": 64, "patches_per_image": 1, "options": {"style": "a.jpg"}},
+         "tasks.style_x.options.style", "unknown key"),
+    ],
+)
+def test_mistakes_in_a_named_block_name_their_key(raw, block, key, words):
+    message = error_of(mutated(raw, lambda d: d["tasks"].update(style_x=block)))
+    assert f"  {key}: " in message and words in message, message
+
+
+def test_task_names_are_safe_for_mlflow_dvc_and_folders(raw):
+    message = error_of(mutated(raw, lambda d: d["tasks"].update({"Style Wave": {"task": "style", "patch_size": 64, "patches_per_image": 1}})))
+    assert "tasks.Style Wave.name" in message
 
 
 def test_config_is_frozen(raw):
@@ -126,7 +158,7 @@ def test_gpu_profile_merges_the_papers_recipe(raw, monkeypatch):
     sr = cfg.task("sr_x4")
     assert (sr.patch_size, sr.optim.batch_size, sr.optim.lr, sr.optim.steps) == (288, 4, 1e-3, 200_000)
     assert sr.degradation.scale == 4  # untouched keys survive the merge
-    assert cfg.task("style").optim.steps == 40_000 and cfg.train.gpus_per_worker == 1
+    assert cfg.task("style_wave").optim.steps == 40_000 and cfg.train.gpus_per_worker == 1
     monkeypatch.setenv("PERCEPT_PROFILE", "gpu")
     assert parse_config(raw).task("sr_x4").patch_size == 288
 
@@ -139,3 +171,13 @@ def test_a_partial_block_keeps_the_tasks_own_defaults(raw):
     sr = TASKS["sr_x4"]
     assert params.optim.steps == 5 and params.optim.lr == sr.optim_defaults["lr"] != OptimConfig().lr
     assert params.model.residual_blocks == 2 and params.model.norm == sr.model_defaults["norm"] != TransformNetConfig().norm
+
+
+def test_a_dumped_config_parses_back_to_itself(raw):
+    # The Ray workers get the config as plain data: every task block must survive whole.
+    data = copy.deepcopy(raw)
+    data["tasks"]["sr_x4"]["optim"] = {"steps": 40}
+    cfg = parse_config(data)
+    dumped = cfg.model_dump(mode="json")
+    assert dumped["tasks"]["sr_x4"]["optim"]["steps"] == 40 and "degradation" in dumped["tasks"]["style_wave"]
+    assert parse_config(dumped) == cfg

@@ -32,7 +32,7 @@ def _one_thread():
 
 def small(**kw) -> TransformNetConfig:
     """Narrow nets keep the shape sweep fast; widths do not change any shape logic."""
-    return TransformNetConfig(**{"channels": 4, "sr_channels": 8, "residual_blocks": 1, **kw})
+    return TransformNetConfig(**{"channels": 4, "sr_channels": 8, "residual_blocks": 1, "global_skip": True, **kw})
 
 
 # --- shapes -----------------------------------------------------------------------------------
@@ -149,14 +149,14 @@ def test_untrained_sr_net_with_skip_is_exactly_bicubic(scale, in_ch, upsample):
     assert out.min() < 0 or out.max() > 1
 
 
-def test_global_skip_has_no_effect_on_same_size_nets():
-    assert not build_transform_net(small(global_skip=True), 1).global_skip
-    assert build_transform_net(small(global_skip=True), 4).global_skip
-    a, b = build_transform_net(small(global_skip=True), 1), build_transform_net(small(global_skip=False), 1)
-    b.load_state_dict(a.state_dict())
-    x = torch.rand(1, 3, 13, 11)
-    assert torch.equal(a(x), b(x))
-    assert a.out.conv.weight.abs().sum() > 0  # only the SR skip zero-initialises the output conv
+@pytest.mark.parametrize("in_ch", [3, 1])
+def test_untrained_same_size_net_with_skip_is_exactly_its_input(in_ch):
+    net = build_transform_net(small(global_skip=True, in_channels=in_ch), 1)
+    x = torch.rand(2, in_ch, 13, 11)  # odd sizes: padded to a multiple of 4 inside, cropped back
+    torch.testing.assert_close(net(x), x.expand(-1, 3, -1, -1), rtol=0, atol=1e-6)
+    plain = build_transform_net(small(global_skip=False), 1)
+    assert plain.out.conv.weight.abs().sum() > 0  # only a skip zero-initialises the output conv
+    assert 0 <= plain(x[:, :1].expand(-1, 3, -1, -1)).min() and plain(x.expand(-1, 3, -1, -1)).max() <= 1
 
 
 @pytest.mark.parametrize("scale,in_ch", [(1, 3), (1, 1), (4, 3), (8, 1)])
@@ -250,7 +250,7 @@ def test_defaults_are_the_papers_widths():
     cfg = TransformNetConfig()
     assert (cfg.channels, cfg.sr_channels, cfg.residual_blocks) == (32, 64, 5)
     assert (cfg.norm, cfg.upsample, cfg.global_skip, cfg.in_channels, cfg.out_channels) == (
-        "instance", "resize_conv", True, 3, 3)
+        "instance", "resize_conv", False, 3, 3)
 
 
 def test_wrong_input_channels_or_tiny_input_is_refused():

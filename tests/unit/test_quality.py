@@ -62,8 +62,32 @@ def test_gate_metrics_must_be_reported_by_the_task(make_config):
         make_config({"promote": {"sr_x4": {"metric": "psnr"}}})
     with pytest.raises(ConfigError, match=r"promote\.denoise: .*'ssim_y' is not reported"):
         make_config({"promote": {"denoise": {"tolerances": {"ssim_y": 0.01}}}})
-    with pytest.raises(ConfigError, match=r"promote\.sr_x5: unknown task"):
+    with pytest.raises(ConfigError, match=r"promote\.sr_x5: no such task under `tasks:`"):
         make_config({"promote": {"sr_x5": {}}})
     cfg = make_config({"promote": {"sr_x4": {"margin": 0.2}}})
     assert cfg.gate("sr_x4").metric == "psnr_y" and cfg.gate("sr_x4").margin == 0.2
     assert cfg.gate("denoise").metric == "psnr"  # not listed: the registry's default
+
+
+def test_style_metrics_are_the_tasks_weighted_loss_parts():
+    import torch
+
+    from training.losses import LossConfig, PerceptualLoss
+    from training.quality import PerceptualScorer
+    from training.vgg import FeatureNetConfig, load_feature_net
+
+    loss_cfg = LossConfig(feature_weight=1.0, feature_layer="relu2_2", style_weight=1e3, tv_weight=1e-4)
+    net = load_feature_net(FeatureNetConfig(kind="random", seed=0), loss_cfg.needed_layers)
+    style = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    scorer = PerceptualScorer(PerceptualLoss(loss_cfg, net, style))
+    rng = np.random.default_rng(0)
+    content = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    other = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    names = ("perceptual_total", "content_loss", "style_loss")
+    same = score(names, content, content, ScoreContext(perceptual=scorer))
+    assert same["content_loss"] == 0.0 and same["style_loss"] > 0
+    moved = score(names, other, content, ScoreContext(perceptual=scorer))
+    assert moved["content_loss"] > 0
+    parts = scorer(other, content)
+    assert moved["perceptual_total"] == pytest.approx(parts["feature"] + parts["style"] + parts["tv"])
+    assert scorer(other, content) is parts  # the same pair is computed once

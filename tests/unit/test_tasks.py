@@ -1,7 +1,10 @@
 """The task registry: the tasks the product promises, and how a new one is added."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
 from training import degradations as deg
 from training.tasks import TASKS, Task, get_task, register
@@ -50,8 +53,9 @@ def test_a_new_task_is_one_entry(monkeypatch):
     from training.pairs import train_pair
 
     monkeypatch.setitem(TASKS, "sr_x2", Task("sr_x2", "2x SR", deg.BicubicDownscale, {"scale": 2}))
-    section = config_mod._tasks_section_model()
-    params = section.model_validate({"sr_x2": {"name": "sr_x2", "patch_size": 32, "patches_per_image": 1}}).sr_x2
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    raw["tasks"]["sr_x2"] = {"patch_size": 32, "patches_per_image": 1}
+    params = config_mod.parse_config(raw).task("sr_x2")
     assert params.degradation.input_scale == 2
     pair = train_pair(np.zeros((40, 40, 3), np.uint8), params.degradation, params.patch_size, seed=0)
     assert pair.input.shape == (16, 16, 3)
