@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, cfg) -> int:
+    if getattr(args, "task", None):
+        cfg.task(args.task)  # an unknown name stops here, before any flow or cluster starts
     if args.command == "acquire":
         from pipelines.acquire import acquire
 

@@ -36,7 +36,8 @@ def test_bad_params_exit_2_naming_the_key(tmp_path):
 
 def test_unknown_task_and_missing_manifest_are_clear(tmp_path):
     out = percept("--params", str(ROOT / "params.yaml"), "shard", "--task", "sr_x3", cwd=tmp_path)
-    assert out.returncode == 1 and "unknown task 'sr_x3'" in out.stderr and "sr_x4" in out.stderr
+    assert out.returncode == 2 and "unknown task 'sr_x3'" in out.stderr and "sr_x4" in out.stderr
+    assert "prefect" not in out.stderr.lower()  # refused before any flow started
     out = percept("--params", str(ROOT / "params.yaml"), "shard", "--task", "sr_x4", cwd=tmp_path)
     assert out.returncode == 1 and "run `percept ingest`" in out.stderr
 
