@@ -59,3 +59,36 @@ def test_a_new_task_is_one_entry(monkeypatch):
     assert params.degradation.input_scale == 2
     pair = train_pair(np.zeros((40, 40, 3), np.uint8), params.degradation, params.patch_size, seed=0)
     assert pair.input.shape == (16, 16, 3)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_every_task_degrades_builds_and_takes_one_training_step(name):
+    import torch
+
+    from training.loop import OptimConfig, make_optimizer, to_model_input, train_step
+    from training.losses import PerceptualLoss
+    from training.models import build_transform_net
+    from training.pairs import train_pair
+    from training.vgg import FeatureNetConfig, load_feature_net
+
+    entry = TASKS[name]
+    degradation, loss_cfg = entry.make_degradation(), entry.make_loss_config()
+    image = np.random.default_rng(0).integers(0, 256, (80, 80, 3), dtype=np.uint8)
+    pairs = [train_pair(image, degradation, 64, seed=s) for s in range(2)]
+    scale = degradation.input_scale
+    assert pairs[0].input.shape[:2] == (64 // scale, 64 // scale) and pairs[0].target.shape == (64, 64, 3)
+
+    torch.manual_seed(0)
+    model = build_transform_net(entry.make_model_config({"in_channels": degradation.input_channels}), scale)
+    inputs = to_model_input(torch.from_numpy(np.stack([p.input for p in pairs])), degradation.input_channels, torch.device("cpu"), False)
+    targets = to_model_input(torch.from_numpy(np.stack([p.target for p in pairs])), 3, torch.device("cpu"), False)
+    assert model(inputs).shape == targets.shape
+
+    feature_net = load_feature_net(FeatureNetConfig(kind="random"), loss_cfg.needed_layers) if loss_cfg.needs_features else None
+    style = torch.rand(1, 3, 32, 32) if loss_cfg.style_weight > 0 else None
+    loss_fn = PerceptualLoss(loss_cfg, feature_net, style)
+    optimizer, scheduler = make_optimizer(model, entry.make_optim_config())
+    before = [p.detach().clone() for p in model.parameters()]
+    result = train_step(model, loss_fn, optimizer, scheduler, inputs, targets, 1.0, None)
+    assert np.isfinite(result.losses["total"]) and result.losses["total"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
