@@ -91,6 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--task", required=True, help="a task listed under `tasks:` in params.yaml")
     promote.add_argument("--version", type=int, help="the version to consider (default: @challenger)")
     promote.add_argument("--force", action="store_true", help="promote even if the gate says no (never a failed evaluation)")
+    retrain = sub.add_parser(
+        "retrain",
+        help="run the retrain flow once: re-ingest; if the data changed, dvc repro, dvc push, promote",
+        description="Re-acquire and re-ingest the sources; if the manifest differs from the one the registered "
+        "models were trained on (or --force), run the pipeline through DVC up to registration, push to the DVC "
+        "remote, then pass the promotion gate. One retrain at a time per project (a Prefect concurrency limit).",
+    )
+    retrain.add_argument("--force", action="store_true", help="retrain even if the data did not change")
+    retrain.add_argument("--no-push", action="store_true", help="skip `dvc push`")
+    sub.add_parser(
+        "schedule",
+        help="serve the retrain flow on retrain.cron in this process (single machine; Ctrl-C stops)",
+        description="Serve the retrain flow as the deployment 'retrain/percept-weekly' with the cron schedule "
+        "in params.yaml. It shows in `prefect deployment ls` and the Prefect UI; start a run by hand with "
+        "`prefect deployment run retrain/percept-weekly`. For a work pool and worker, use prefect.yaml.",
+    )
     sub.add_parser("tasks", help="list the tasks params.yaml configures (and their registry entries), then the unused entries")
     return parser
 
@@ -155,6 +171,15 @@ def run(args: argparse.Namespace, cfg) -> int:
         record = promote_flow(args.task, cfg, version=args.version, force=args.force)
         print(record["line"])
         return 1 if record.get("failed") else 0
+    elif args.command == "retrain":
+        from pipelines.retrain import retrain_flow
+
+        summary = retrain_flow(str(args.params), force=args.force, push=cfg.retrain.push and not args.no_push)
+        print(f"retrain: {summary['status']}; data changed for: {', '.join(summary['changed']) or 'none'}")
+    elif args.command == "schedule":
+        from pipelines.retrain import serve
+
+        serve(cfg, str(args.params))
     elif args.command == "tasks":
         from training.tasks import TASKS
 

@@ -143,6 +143,21 @@ class EvaluateConfig(Strict):
     lpips: LpipsConfig | None = Field(None, description="LPIPS files you have locally; every task then reports lpips")
 
 
+class RetrainConfig(Strict):
+    """The scheduled retrain (``percept schedule``, prefect.yaml): when, and whether to push."""
+
+    cron: str = Field("0 3 * * 1", description="five-field cron; default Mondays 03:00")
+    timezone: str = "UTC"
+    push: bool = Field(True, description="dvc push the data to the DVC remote after training")
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"expected five cron fields (minute hour day month weekday), got {value!r}")
+        return value
+
+
 class MlflowConfig(Strict):
     tracking_uri: str = "sqlite:///mlflow.db"
     artifact_location: str = "mlartifacts"
@@ -246,6 +261,7 @@ class Config(Strict):
     # The promotion gate per task, merged over the registry's defaults. A section of its own, not
     # under tasks.<t>, so that tuning the gate never invalidates a task's shards or training.
     promote: dict[str, GateConfig] = {}
+    retrain: RetrainConfig = RetrainConfig()
     mlflow: MlflowConfig = MlflowConfig()
     profile: str | None = Field(None, description="the entry of `profiles` merged over these settings")
     profiles: dict[str, dict[str, Any]] = {}

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 TAG = "percept."  # prefix of every tag percept writes
 WEIGHTS_TAG = TAG + "weights_sha256"
+MANIFEST_TAG = TAG + "manifest_sha256"  # the ingested data a version was trained on (retrain compares it)
 SERVING_CODE = Path(__file__).with_name("serving.py")
 TRAINING_CODE = Path(__file__).resolve().parents[1] / "training"
 SERVE_TILE, SERVE_OVERLAP = 512, 16  # input pixels; images up to 512 px a side run whole
@@ -56,6 +57,8 @@ def lineage_tags(task: str, cfg: Config, paths: Paths, run: dict[str, Any]) -> d
         TAG + "training_steps": str(run["steps"]),
         WEIGHTS_TAG: sha256_file(paths.models(task) / "model.pt"),
     }
+    if paths.manifest.is_file():
+        tags[MANIFEST_TAG] = sha256_file(paths.manifest)
     if paths.metrics(task).is_file():
         for image_set, figures in json.loads(paths.metrics(task).read_text()).items():
             flat = tracking.flatten(figures)  # baseline figures nest under baseline.

@@ -1,7 +1,6 @@
 """`dvc repro` on a temporary copy of the project with tiny params: runs, reruns as a no-op,
 reruns only the task whose params changed, and round-trips the shards through an S3 remote."""
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -11,23 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.e2e.project_copy import COPY, ROOT, tiny_datasets
+
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "datasets"
-COPY = ["pipelines", "training", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvcignore", ".gitignore"]
-
-
-def tiny_datasets(folder: Path) -> Path:
-    """A datasets folder in the shared layout: <set>/HR/*.png plus SHA256SUMS."""
-    for name, files in {"T91": ["t1", "t2", "t3", "t5"], "Set5": ["bird", "butterfly"]}.items():
-        (folder / name / "HR").mkdir(parents=True)
-        lines = []
-        for f in files:
-            data = (SHARED / name / "HR" / f"{f}.png").read_bytes()
-            (folder / name / "HR" / f"{f}.png").write_bytes(data)
-            lines.append(f"{hashlib.sha256(data).hexdigest()}  HR/{f}.png")
-        (folder / name / "SHA256SUMS").write_text("\n".join(lines) + "\n")
-    return folder
 
 
 def tiny_params() -> dict:

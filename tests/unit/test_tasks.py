@@ -65,7 +65,7 @@ def test_a_new_task_is_one_entry(monkeypatch):
 def test_every_task_degrades_builds_and_takes_one_training_step(name):
     import torch
 
-    from training.loop import OptimConfig, make_optimizer, to_model_input, train_step
+    from training.loop import make_optimizer, to_model_input, train_step
     from training.losses import PerceptualLoss
     from training.models import build_transform_net
     from training.pairs import train_pair
