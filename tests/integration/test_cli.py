@@ -46,5 +46,5 @@ def test_tasks_marks_the_configured_ones():
     out = percept("tasks")
     assert out.returncode == 0
     rows = {line[2:].split()[0]: (line[0], line[2:].split()[1]) for line in out.stdout.splitlines() if line[:2] in ("* ", "  ")}
-    assert rows["sr_x4"] == ("*", "sr_x4") and rows["style_wave"] == ("*", "style") and rows["style_candy"][1] == "style"
+    assert rows["sr_x4"] == ("*", "sr_x4") and rows["style_wave"][1] == "style" and rows["deblur"][0] == "*" and rows["style_candy"][1] == "style"
     assert set(rows) >= {"sr_x8", "denoise", "deblur", "jpeg", "colorize"}
