@@ -16,6 +16,13 @@ apply_quiet_defaults()  # before the libraries are imported by the verbs
 log = logging.getLogger("percept")
 
 
+TASK_HELP = "a task listed under `tasks:` in params.yaml"
+
+
+def add_task_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", required=True, help=TASK_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="percept",
@@ -45,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the Prefect shard flow for one task (or all tasks in params).",
     )
     which = shard.add_mutually_exclusive_group(required=True)
-    which.add_argument("--task", help="a task listed under `tasks:` in params.yaml")
+    which.add_argument("--task", help=TASK_HELP)
     which.add_argument("--all", action="store_true", help="every task listed in params.yaml")
     train = sub.add_parser(
         "train",
@@ -54,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         "unless train.ray_address or $RAY_ADDRESS names a cluster). Re-running the same command with the "
         "same settings resumes from the last checkpoint under train.storage_path. One MLflow run per training.",
     )
-    train.add_argument("--task", required=True, help="a task listed under `tasks:` in params.yaml")
+    add_task_argument(train)
     evaluate = sub.add_parser(
         "evaluate",
         help="score a model and its baseline by the field's protocol; write reports and sheets",
@@ -64,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         "plus the VGG feature distance. Without --images: every evaluate.sets folder, writing "
         "reports/<task>/ and metrics/<task>.json (the DVC stage). Progress and logs go to stderr.",
     )
-    evaluate.add_argument("--task", required=True, help="a task listed under `tasks:` in params.yaml")
+    add_task_argument(evaluate)
     evaluate.add_argument("--model", required=True,
                           help="bicubic (SR) or identity (same-size tasks): the baseline; a models/<task>/ folder or "
                           "model.pt; or an MLflow URI such as models:/sr_x4@champion or models:/sr_x4/3")
@@ -79,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         "under the registered model named after the task, tag it (git commit, shard index sha256, params hash, "
         "eval metrics, training run id) and point @challenger at it. The same weights are registered once.",
     )
-    register.add_argument("--task", required=True, help="a task listed under `tasks:` in params.yaml")
+    add_task_argument(register)
     promote = sub.add_parser(
         "promote",
         help="move @champion to the challenger only if it beats the champion (or the baseline)",
@@ -88,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "promote.tolerances regresses by more than its tolerance. A version whose evaluation fails is never "
         "promoted. The decision goes to version tags, a Prefect artifact and registry/<task>.promotion.json.",
     )
-    promote.add_argument("--task", required=True, help="a task listed under `tasks:` in params.yaml")
+    add_task_argument(promote)
     promote.add_argument("--version", type=int, help="the version to consider (default: @challenger)")
     promote.add_argument("--force", action="store_true", help="promote even if the gate says no (never a failed evaluation)")
     retrain = sub.add_parser(

@@ -203,7 +203,7 @@ def _log_to_training_run(model_dir: Path, reports: dict[str, dict[str, Any]], fi
 
     from pipelines import tracking
 
-    run_id = json.loads(run_file.read_text())["mlflow_run_id"]
+    run = json.loads(run_file.read_text())
     client = MlflowClient(tracking_uri=tracking_uri)
     figures = {}
     for name, report in reports.items():
@@ -212,6 +212,6 @@ def _log_to_training_run(model_dir: Path, reports: dict[str, dict[str, Any]], fi
                 figures.update({f"eval_{name}_baseline_{k}": v for k, v in value.items() if isinstance(v, float)})
             elif isinstance(value, float):
                 figures[f"eval_{name}_{key}"] = value
-    tracking.log_metrics(client, run_id, figures, step=json.loads(run_file.read_text()).get("steps", 0))
+    tracking.log_metrics(client, run["mlflow_run_id"], figures, step=run.get("steps", 0))
     for path in files:
-        client.log_artifact(run_id, str(path), artifact_path="evaluation")
+        client.log_artifact(run["mlflow_run_id"], str(path), artifact_path="evaluation")

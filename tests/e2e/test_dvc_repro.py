@@ -2,7 +2,6 @@
 reruns only the task whose params changed, and round-trips the shards through an S3 remote."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.project_copy import COPY, ROOT, tiny_datasets
+from tests.e2e.project_copy import ROOT, copy_project, tiny_datasets
 
 pytestmark = pytest.mark.e2e
 
@@ -37,13 +36,7 @@ def project(tmp_path_factory, prefect_harness):
 
     base = tmp_path_factory.mktemp("e2e")
     repo = base / "percept"
-    for item in COPY:
-        src, dst = ROOT / item, repo / item
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copyfile(src, dst)
+    copy_project(repo)
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     env = {
         **os.environ,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.project_copy import COPY, ROOT, tiny_datasets
+from tests.e2e.project_copy import ROOT, copy_project, tiny_datasets
 
 pytestmark = pytest.mark.e2e
 SHARED = ROOT.parent / "shared"
@@ -38,13 +38,7 @@ def project(tmp_path_factory, prefect_harness):
 
     base = tmp_path_factory.mktemp("retrain")
     repo = base / "percept"
-    for item in COPY:
-        src, dst = ROOT / item, repo / item
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copyfile(src, dst)
+    copy_project(repo)
     incoming = base / "incoming"
     incoming.mkdir()
     shutil.copyfile(SHARED / "datasets" / "T91" / "HR" / "t6.png", incoming / "t6.png")
