@@ -41,6 +41,11 @@ def to_tensor(image: np.ndarray, channels: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None, :channels].float().div(255.0)
 
 
+def pair_to_tensor(a: np.ndarray, b: np.ndarray) -> torch.Tensor:
+    """Two HxWx3 uint8 images -> a 2x3xHxW float batch in [0, 1] (for the paired metrics)."""
+    return torch.from_numpy(np.stack([a, b])).permute(0, 3, 1, 2).float().div(255.0)
+
+
 def to_image(output: torch.Tensor) -> np.ndarray:
     """1x3xHxW float in [0, 1] -> HxWx3 uint8, rounded. A diverged network (NaN or inf output)
     raises instead of turning into an image that would be scored like any other."""

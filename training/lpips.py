@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from training.inference import pair_to_tensor
 from training.vgg import FeatureNetConfig, FeatureNetError, load_feature_net
 
 LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
@@ -58,7 +59,7 @@ class Lpips:
 
     @torch.inference_mode()
     def __call__(self, output: np.ndarray, target: np.ndarray) -> float:
-        pair = torch.from_numpy(np.stack([output, target])).permute(0, 3, 1, 2).float().div(255.0)
+        pair = pair_to_tensor(output, target)
         feats = self.net(pair)
         total = 0.0
         for name, weight in zip(LAYERS, self.lin):

@@ -16,6 +16,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from training import metrics as m
+from training.inference import pair_to_tensor
+from training.losses import feature_reconstruction_loss
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,9 @@ class FeatureDistance:
 
     @torch.inference_mode()
     def __call__(self, output: np.ndarray, target: np.ndarray) -> float:
-        pair = torch.from_numpy(np.stack([output, target])).permute(0, 3, 1, 2).float().div(255.0)
+        pair = pair_to_tensor(output, target)
         feats = self.net(pair)
-        return float(np.mean([torch.mean((feats[k][0] - feats[k][1]) ** 2).item() for k in self.layers]))
+        return float(np.mean([feature_reconstruction_loss(feats[k][:1], feats[k][1:]).item() for k in self.layers]))
 
 
 class PerceptualScorer:
@@ -115,7 +117,7 @@ class PerceptualScorer:
     def __call__(self, output: np.ndarray, target: np.ndarray) -> dict[str, float]:
         if self._last is not None and self._last[0] is output and self._last[1] is target:
             return self._last[2]
-        pair = torch.from_numpy(np.stack([output, target])).permute(0, 3, 1, 2).float().div(255.0)
+        pair = pair_to_tensor(output, target)
         _, parts = self.loss(pair[:1], pair[1:])
         self._last = (output, target, parts)
         return parts
