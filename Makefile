@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-run: install            ## acquire -> ingest -> shard on the defaults in params.yaml
-	$(BIN)/dvc repro
+run: install            ## dvc repro on the defaults in params.yaml (one Prefect server for all stages)
+	$(BIN)/percept repro
 
 test: install           ## the whole suite: unit, integration, end to end
 	$(BIN)/python -m pytest

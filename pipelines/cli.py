@@ -114,12 +114,28 @@ def build_parser() -> argparse.ArgumentParser:
         "in params.yaml. It shows in `prefect deployment ls` and the Prefect UI; start a run by hand with "
         "`prefect deployment run retrain/percept-weekly`. For a work pool and worker, use prefect.yaml.",
     )
+    repro = sub.add_parser(
+        "repro",
+        help="`dvc repro` with one Prefect server for every stage (what `make run` does)",
+        description="Run `dvc repro` (any further arguments are passed on, e.g. `percept repro promote@sr_x4`) "
+        "with one temporary Prefect server shared by every stage, instead of one per stage; with "
+        "PREFECT_API_URL set, that server is used.",
+    )
+    repro.add_argument("dvc_args", nargs="*", help="arguments for `dvc repro`, options included (e.g. --dry, -s)")
     sub.add_parser("tasks", help="list the tasks params.yaml configures (and their registry entries), then the unused entries")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    dvc_args: list[str] = []
+    if "repro" in argv and not {"-h", "--help"} & set(argv[argv.index("repro") + 1:]):
+        # everything after `repro` is dvc's, options included (argparse would claim those)
+        split = argv.index("repro") + 1
+        argv, dvc_args = argv[:split], argv[split:]
     args = build_parser().parse_args(argv)
+    if args.command == "repro":
+        args.dvc_args = dvc_args
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -187,6 +203,10 @@ def run(args: argparse.Namespace, cfg) -> int:
         from pipelines.retrain import serve
 
         serve(cfg, str(args.params))
+    elif args.command == "repro":
+        from pipelines.repro import repro
+
+        return repro(args.dvc_args)
     elif args.command == "tasks":
         from training.tasks import TASKS
 

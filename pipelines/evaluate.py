@@ -9,6 +9,7 @@ set holds the means, the baseline's means and per-image figures; a comparison sh
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -22,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from pipelines.config import Config
-from pipelines.fsutil import atomic_write_bytes, atomic_write_text
+from pipelines.fsutil import atomic_write_bytes, atomic_write_text, sha256_file
 from pipelines.images import Rejected, decode_image, encode_png
 from pipelines.predictors import Predictor, baseline
 from pipelines.sheets import render_sheet, row_crops
@@ -155,7 +156,20 @@ def write_report(report: dict[str, Any], sheet: np.ndarray, out_dir: Path) -> tu
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     """The report without per-image rows: what `dvc metrics show` and MLflow get."""
-    return {k: v for k, v in report.items() if k not in ("per_image", "task", "model", "image_set")}
+    return {k: v for k, v in report.items() if k not in ("per_image", "task", "model", "image_set", *STAMPS)}
+
+
+STAMPS = ("weights_sha256", "settings_sha256")  # what a report scored: promote reuses it when both match
+
+
+def settings_sha256(task: str, cfg: Config, folder: Path) -> str:
+    """Everything besides the weights that shapes a report on ``folder``: its images, the task's
+    block (degradation, metrics), the seed (noisy inputs), the evaluation and feature settings."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    images = {p.relative_to(folder).as_posix(): sha256_file(p) for p in files}
+    settings = {"task": cfg.task(task).model_dump(mode="json"), "seed": cfg.seed, "images": images,
+                "evaluate": cfg.evaluate.model_dump(mode="json"), "feature_net": cfg.feature_net.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
 def summary_line(report: dict[str, Any]) -> str:
@@ -182,9 +196,13 @@ def run(task: str, model: str, cfg: Config, paths, images: Path | None = None, o
     tools = instruments(task, cfg, paths.root)
     sets = {images.name: images} if images else {n: paths.root / f for n, f in cfg.evaluate.sets.items()}
     out_dir = out if out or images else paths.reports(task)
+    weights = Path(model) / "model.pt" if Path(model).is_dir() else Path(model)
+    stamp = sha256_file(weights) if weights.is_file() and images is None else None
     reports, written = {}, []
     for name, folder in sets.items():
         report, sheet = evaluate_images(task, predictor, load_image_set(folder, task, cfg), cfg, name, tools, progress)
+        if stamp:
+            report.update(weights_sha256=stamp, settings_sha256=settings_sha256(task, cfg, folder))
         reports[name] = report
         if out_dir is not None:
             written.extend(write_report(report, sheet, out_dir))

@@ -1,7 +1,8 @@
 """The ``promote`` stage: the gate between ``challenger`` and ``champion``.
 
-Both are evaluated now, on the same validation images (``evaluate.sets``), through their
-registered pyfuncs; ``champion`` is read from the registry at that moment, so an alias moved by
+Both are scored on the same validation images (``evaluate.sets``): the champion now, through
+its registered pyfunc; the challenger too, unless the ``evaluate`` stage's reports already scored
+its very weights (same sha256) with the same images and settings. ``champion`` is read from the registry at that moment, so an alias moved by
 hand in the MLflow UI is what the challenger must beat. With no champion the challenger must
 beat the task's baseline (bicubic, or the degraded input). The decision and its figures become
 version tags, a Prefect artifact, ``registry/<task>.promotion.json`` and one line on stdout.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -20,11 +22,11 @@ from prefect.artifacts import create_markdown_artifact
 
 from pipelines import tracking
 from pipelines.config import Config
-from pipelines.evaluate import EvaluationError, evaluate_images, instruments, load_image_set
+from pipelines.evaluate import EvaluationError, evaluate_images, instruments, load_image_set, settings_sha256
 from pipelines.fsutil import atomic_write_text
 from pipelines.paths import Paths
 from pipelines.predictors import ModelSpecError, load_predictor
-from pipelines.registry import CHALLENGER, CHAMPION, TAG
+from pipelines.registry import CHALLENGER, CHAMPION, TAG, WEIGHTS_TAG
 from training.quality import Decision, decide
 
 log = logging.getLogger(__name__)
@@ -36,10 +38,38 @@ def pooled(reports: list[dict[str, Any]], names: tuple[str, ...], key: str | Non
     return {n: float(np.mean([row[n] for row in rows])) for n in names}
 
 
-def figures_of(uri: str, task: str, cfg: Config, images: dict[str, list], tracking_uri: str, tools) -> list[dict[str, Any]]:
-    scale = cfg.degradation(task).input_scale
-    predictor = load_predictor(uri, task, scale, cfg.evaluate.tile, cfg.evaluate.overlap, tracking_uri)
-    return [evaluate_images(task, predictor, imgs, cfg, name, tools, progress=False)[0] for name, imgs in images.items()]
+class Evaluator:
+    """Scores registered versions through their pyfuncs on the ``evaluate.sets`` images, which
+    (with the metric networks) are loaded on first use: a reused challenger needs neither."""
+
+    def __init__(self, task: str, cfg: Config, paths: Paths, tracking_uri: str):
+        self.task, self.cfg, self.paths, self.tracking_uri = task, cfg, paths, tracking_uri
+
+    @cached_property
+    def inputs(self) -> tuple[dict[str, list], Any]:
+        sets = self.cfg.evaluate.sets.items()
+        return ({n: load_image_set(self.paths.root / folder, self.task, self.cfg) for n, folder in sets},
+                instruments(self.task, self.cfg, self.paths.root))
+
+    def __call__(self, uri: str) -> list[dict[str, Any]]:
+        images, tools = self.inputs
+        cfg, scale = self.cfg, self.cfg.degradation(self.task).input_scale
+        predictor = load_predictor(uri, self.task, scale, cfg.evaluate.tile, cfg.evaluate.overlap, self.tracking_uri)
+        return [evaluate_images(self.task, predictor, imgs, cfg, name, tools, progress=False)[0] for name, imgs in images.items()]
+
+
+def stage_reports(task: str, cfg: Config, paths: Paths, weights_sha256: str | None) -> list[dict[str, Any]] | None:
+    """The evaluate stage's reports (``reports/<task>/<set>.json``) when they scored these very
+    weights on the same images with the same settings: the challenger need not be run again."""
+    reports = []
+    for name, folder in cfg.evaluate.sets.items():
+        path = paths.reports(task) / f"{name}.json"
+        report = json.loads(path.read_text()) if path.is_file() else {}
+        if not weights_sha256 or report.get("weights_sha256") != weights_sha256 \
+                or report.get("settings_sha256") != settings_sha256(task, cfg, paths.root / folder):
+            return None
+        reports.append(report)
+    return reports
 
 
 def alias_version(client, task: str, alias: str) -> str | None:
@@ -65,17 +95,19 @@ def promote_flow(task: str, cfg: Config, paths: Paths = Paths(), version: int | 
     if champion == challenger:
         decision, figures = Decision(False, f"version {challenger} is already @{CHAMPION}"), {}
     else:
-        images = {n: load_image_set(paths.root / folder, task, cfg) for n, folder in cfg.evaluate.sets.items()}
-        tools = instruments(task, cfg, paths.root)
+        evaluate = Evaluator(task, cfg, paths, tracking_uri)
+        weights = client.get_model_version(task, challenger).tags.get(WEIGHTS_TAG)
         try:
-            ours = figures_of(f"models:/{task}/{challenger}", task, cfg, images, tracking_uri, tools)
+            ours = stage_reports(task, cfg, paths, weights)
+            record["challenger_figures"] = "evaluate stage" if ours else "pyfunc"
+            ours = ours or evaluate(f"models:/{task}/{challenger}")
             figures = {"challenger": pooled(ours, names), "baseline": pooled(ours, names, "baseline")}
         except (EvaluationError, ModelSpecError) as exc:
             decision, figures = Decision(False, f"evaluation of the challenger failed: {exc}"), {}
             record["failed"] = True
         else:
             if champion is not None:
-                figures["champion"] = pooled(figures_of(f"models:/{task}/{champion}", task, cfg, images, tracking_uri, tools), names)
+                figures["champion"] = pooled(evaluate(f"models:/{task}/{champion}"), names)
             incumbent = "champion" if champion is not None else "baseline"
             label = f"@{CHAMPION} v{champion}" if champion is not None else "the baseline"
             decision = decide(gate, figures["challenger"], figures[incumbent], label)

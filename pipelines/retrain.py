@@ -46,8 +46,12 @@ class StepFailed(RuntimeError):
 @task(retries=RETRIES, retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BASE_S), retry_jitter_factor=0.2)
 def dvc(args: list[str], root: str) -> str:
     """``dvc <args>`` in the project root, with the project's own ``percept`` on PATH."""
+    from prefect.client.orchestration import get_client
+
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    with get_client(sync_client=True) as prefect:  # the stages' flows report here: no server of their own
+        env.setdefault("PREFECT_API_URL", str(prefect.api_url))
     proc = subprocess.run([str(Path(bin_dir) / "dvc"), *args], cwd=root, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise StepFailed(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")

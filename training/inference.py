@@ -38,7 +38,8 @@ def to_tensor(image: np.ndarray, channels: int) -> torch.Tensor:
     inputs carry the same value in all three)."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 uint8 image, got {image.dtype} {image.shape}")
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None, :channels].float().div(255.0)
+    image = np.ascontiguousarray(image) if image.flags.writeable else image.copy()  # torch warns on read-only
+    return torch.from_numpy(image).permute(2, 0, 1)[None, :channels].float().div(255.0)
 
 
 def pair_to_tensor(a: np.ndarray, b: np.ndarray) -> torch.Tensor:

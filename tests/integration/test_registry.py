@@ -153,6 +153,15 @@ def test_register_and_promote_lifecycle(project, prefect_harness):
     assert {"percept.git_commit", "percept.shards_index_sha256", "percept.params_hash"} <= set(version.tags)
     record = promote_flow(TASK, cfg, paths)
     assert record["promoted"] and champion() == 2
+    # The evaluate stage had just scored these weights: its reports are reused, not recomputed;
+    # other settings (here the seed of the noisy inputs) or other weights would not match them.
+    assert record["challenger_figures"] == "evaluate stage"
+    from pipelines.promote import stage_reports
+
+    weights = version.tags["percept.weights_sha256"]
+    assert stage_reports(TASK, cfg, paths, weights) is not None
+    assert stage_reports(TASK, cfg.model_copy(update={"seed": cfg.seed + 1}), paths, weights) is None
+    assert stage_reports(TASK, cfg, paths, "0" * 64) is None
     assert record["figures"]["challenger"]["psnr_y"] > record["figures"]["baseline"]["psnr_y"] + 0.01
     assert json.loads(paths.promotion(TASK).read_text())["champion_after"] == 2
     assert client.get_model_version(TASK, "2").tags["percept.promotion"] == "promoted"
@@ -180,6 +189,7 @@ def test_register_and_promote_lifecycle(project, prefect_harness):
     assert register(TASK, cfg, paths)["version"] == 3
     record = promote_flow(TASK, cfg, paths)
     assert not record["promoted"] and champion() == 2 and record["champion_before"] == 2
+    assert record["challenger_figures"] == "pyfunc"  # the reports on disk scored v2's weights
     assert record["figures"]["challenger"]["psnr_y"] < record["figures"]["champion"]["psnr_y"]
 
     # A person moves @champion to v1 by hand (the MLflow UI does the same call): v3 now faces v1.

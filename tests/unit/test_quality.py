@@ -91,3 +91,27 @@ def test_style_metrics_are_the_tasks_weighted_loss_parts():
     parts = scorer(other, content)
     assert moved["perceptual_total"] == pytest.approx(parts["feature"] + parts["style"] + parts["tv"])
     assert scorer(other, content) is parts  # the same pair is computed once
+
+
+def test_feature_distance_keeps_the_targets_features_only_for_the_same_target():
+    import torch
+
+    from training.losses import feature_reconstruction_loss
+    from training.quality import FeatureDistance
+    from training.vgg import FeatureNetConfig, load_feature_net
+
+    net = load_feature_net(FeatureNetConfig(kind="random", seed=0), ("relu2_2",))
+    distance = FeatureDistance(net, ("relu2_2",))
+    rng = np.random.default_rng(1)
+    a, b, c = (rng.integers(0, 256, (20, 28, 3), dtype=np.uint8) for _ in range(3))
+
+    def fresh(out, target):
+        with torch.inference_mode():
+            batch = torch.from_numpy(np.stack([out, target])).permute(0, 3, 1, 2).float() / 255
+            feats = net(batch)["relu2_2"]
+            return feature_reconstruction_loss(feats[:1], feats[1:]).item()
+
+    assert distance(a, a) == 0.0
+    assert distance(b, a) == pytest.approx(fresh(b, a), rel=1e-5)
+    assert distance(b, c) == pytest.approx(fresh(b, c), rel=1e-5)  # a new target is not confused with the old
+    assert distance(b, c.copy()) == pytest.approx(fresh(b, c), rel=1e-5)
