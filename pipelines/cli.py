@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         "PREFECT_API_URL set, that server is used.",
     )
     repro.add_argument("dvc_args", nargs="*", help="arguments for `dvc repro`, options included (e.g. --dry, -s)")
+    sub.add_parser(
+        "remote",
+        help="point DVC's default remote at s3://<s3.bucket>/<s3.prefix>/dvc (when s3.bucket is set)",
+        description="Write the S3 remote that params' s3 settings name into .dvc/config.local (never committed), "
+        "for a `dvc push` or `dvc pull` by hand; `percept repro` and the retrain flow do this themselves. "
+        "Without s3.bucket, the remote in .dvc/config (a local folder) is the default again.",
+    )
     sub.add_parser("tasks", help="list the tasks params.yaml configures (and their registry entries), then the unused entries")
     return parser
 
@@ -157,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, cfg) -> int:
     if getattr(args, "task", None):
         cfg.task(args.task)  # an unknown name stops here, before any flow or cluster starts
+    if cfg.s3.endpoint_url or cfg.s3.region:
+        from pipelines.s3 import export_endpoint
+
+        export_endpoint(cfg.s3)
     if args.command == "acquire":
         from pipelines.acquire import acquire
 
@@ -206,7 +217,12 @@ def run(args: argparse.Namespace, cfg) -> int:
     elif args.command == "repro":
         from pipelines.repro import repro
 
-        return repro(args.dvc_args)
+        return repro(args.dvc_args, cfg)
+    elif args.command == "remote":
+        from pipelines.remote import configure_dvc_remote
+
+        url = configure_dvc_remote(cfg)
+        print(f"DVC remote: {url} (in .dvc/config.local)" if url else "DVC remote: .dvc/config's default (s3.bucket is not set)")
     elif args.command == "tasks":
         from training.tasks import TASKS
 

@@ -102,8 +102,17 @@ class IngestConfig(Strict):
 
 
 class S3Config(Strict):
-    endpoint_url: str | None = None
+    """Where S3 is, and (``bucket``) whether the pipeline keeps its artefacts there."""
+
+    endpoint_url: str | None = Field(None, description="an S3-compatible store; None = AWS")
     region: str | None = None
+    bucket: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+                               description="set: checkpoints, MLflow artifacts and the DVC remote go to s3://bucket/prefix/")
+    prefix: str = Field("percept", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+
+    def uri(self, *parts: str) -> str | None:
+        """``s3://bucket/prefix/<parts>``, or None without a bucket."""
+        return "/".join(["s3:/", self.bucket, self.prefix, *parts]) if self.bucket else None
 
 
 class ShardConfig(Strict):
@@ -160,7 +169,7 @@ class RetrainConfig(Strict):
 
 class MlflowConfig(Strict):
     tracking_uri: str = "sqlite:///mlflow.db"
-    artifact_location: str = "mlartifacts"
+    artifact_location: str | None = Field("mlartifacts", description="a folder, a URI, or None: the tracking server's default")
     experiment: str = "percept"
 
 
@@ -327,6 +336,24 @@ class Config(Strict):
             raise ValueError("tasks: list at least one task")
         return self
 
+    # Artefact locations: with ``s3.bucket`` set, a location given as a relative path lives under
+    # s3://bucket/prefix/ instead of the project folder; an explicit URI is always kept.
+
+    @property
+    def checkpoint_storage(self) -> str:
+        """Ray Train's storage_path: a URI, or a folder relative to the project root."""
+        return _under_bucket(self.s3, self.train.storage_path)
+
+    @property
+    def artifact_location(self) -> str | None:
+        """Where a new MLflow experiment keeps its artifacts (None: the tracking server decides)."""
+        return self.mlflow.artifact_location and _under_bucket(self.s3, self.mlflow.artifact_location)
+
+    @property
+    def dvc_remote(self) -> str | None:
+        """The DVC remote percept configures (s3://bucket/prefix/dvc), None to keep .dvc/config's."""
+        return self.s3.uri("dvc")
+
     @cached_property
     def task_names(self) -> list[str]:
         return list(self.tasks)
@@ -347,6 +374,12 @@ class Config(Strict):
         return max(self.task(n).patch_size for n in self.task_names)
 
 
+def _under_bucket(s3: S3Config, location: str) -> str:
+    if "://" in location or Path(location).is_absolute() or not s3.bucket:
+        return location
+    return s3.uri(location.strip("/"))
+
+
 def load_config(path: str | Path = DEFAULT_PARAMS) -> Config:
     """Read and validate params.yaml; raise ConfigError naming the key on any problem."""
     path = Path(path)
@@ -363,14 +396,18 @@ PROFILE_ENV = "PERCEPT_PROFILE"
 
 
 def apply_profile(raw: dict[str, Any], source: str) -> dict[str, Any]:
-    """Merge ``profiles[<profile>]`` over the settings ($PERCEPT_PROFILE wins over `profile:`)."""
+    """Merge ``profiles[<profile>]`` over the settings ($PERCEPT_PROFILE wins over `profile:`).
+    A comma-separated list merges each in turn: ``gpu,cluster`` is the paper's recipe on a cluster."""
     name = os.environ.get(PROFILE_ENV) or raw.get("profile")
     if not name:
         return raw
     profiles = raw.get("profiles") or {}
-    if name not in profiles:
-        raise ConfigError(f"{source}: profile {name!r} is not defined under `profiles:` (have: {', '.join(profiles) or 'none'})")
-    return {**deep_merge(raw, profiles[name]), "profile": name}
+    merged = raw
+    for one in (n.strip() for n in str(name).split(",")):
+        if one not in profiles:
+            raise ConfigError(f"{source}: profile {one!r} is not defined under `profiles:` (have: {', '.join(profiles) or 'none'})")
+        merged = deep_merge(merged, profiles[one])
+    return {**merged, "profile": name}
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -56,18 +56,31 @@ def load_image_set(folder: Path, task: str, cfg: Config) -> list[EvalImage]:
         raise EvaluationError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     stems = [p.stem for p in files]
     degradation = cfg.degradation(task)
-    images = []
+    colour_only = cfg.task(task).entry.colour_targets_only
+    images, gray = [], []
     for path in files:
         name = path.stem if stems.count(path.stem) == 1 else path.relative_to(folder).as_posix()
         try:
             rgb, channels = decode_image(path.read_bytes(), cfg.ingest.max_pixels)
         except Rejected as exc:
             raise EvaluationError(f"{path}: cannot be evaluated ({exc})") from None
+        if colour_only and is_gray(rgb):
+            gray.append(name)
+            continue
         # The seed depends on the image name only, so every model sees the same noisy inputs.
         pair = val_pair(rgb, degradation, sample_seed(cfg.seed, task, "evaluate", name))
         inp = pair.input if pair.input.shape[2] == 3 else np.repeat(pair.input, 3, axis=2)
         images.append(EvalImage(name, pair.target, inp, channels))
+    if gray:
+        log.info("%s: %d gray image(s) left out, %s has no colour to recover there: %s", folder, len(gray), task, ", ".join(gray))
+    if not images:
+        raise EvaluationError(f"{folder}: every image is gray; {task} needs colour targets")
     return images
+
+
+def is_gray(rgb: np.ndarray) -> bool:
+    """No colour at all: R == G == B everywhere (a gray picture stored as RGB counts too)."""
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
 
 
 @dataclass(frozen=True)

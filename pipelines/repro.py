@@ -14,6 +14,9 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pipelines.config import Config
+from pipelines.remote import configure_dvc_remote
+
 
 @contextmanager
 def prefect_api() -> Iterator[str]:
@@ -31,8 +34,9 @@ def prefect_api() -> Iterator[str]:
         server.stop()
 
 
-def repro(dvc_args: list[str]) -> int:
+def repro(dvc_args: list[str], cfg: Config) -> int:
     """Run ``dvc repro <dvc_args>`` under one Prefect API; its exit status."""
+    configure_dvc_remote(cfg)  # s3.bucket set: the S3 remote, so a later `dvc push` goes there
     with prefect_api() as url:
         print(f"percept repro: every stage reports to the Prefect API at {url}", file=sys.stderr)
         env = {**os.environ, "PREFECT_API_URL": url}

@@ -33,6 +33,7 @@ from pipelines.config import DEFAULT_PARAMS, load_config
 from pipelines.fsutil import sha256_file
 from pipelines.paths import Paths
 from pipelines.registry import MANIFEST_TAG
+from pipelines.remote import configure_dvc_remote
 
 log = logging.getLogger(__name__)
 CONCURRENCY_LIMIT = "percept-retrain"
@@ -91,6 +92,7 @@ def retrain_flow(params: str = str(DEFAULT_PARAMS), force: bool = False, push: b
     _ensure_limit(CONCURRENCY_LIMIT, 1)
     with concurrency(CONCURRENCY_LIMIT, occupy=1, strict=True):
         cfg = load_config(params_path)
+        configure_dvc_remote(cfg, root)  # s3.bucket set: `dvc push` below goes to S3
         dvc_step(["repro", "--force", "ingest"], str(root))  # acquire, then ingest whatever the sources hold now
         manifest = sha256_file(paths.manifest)
         before = trained_on(cfg, root)

@@ -55,3 +55,14 @@ def list_objects(s3, uri: str) -> Iterator[tuple[str, int]]:
 def read_object(s3, uri: str) -> bytes:
     loc = S3Uri.parse(uri)
     return s3.get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read()
+
+
+def export_endpoint(cfg: S3Config) -> None:
+    """Tell the libraries that reach S3 on their own (MLflow's artifact store, boto3 in DVC and
+    s3fs) where an S3-compatible store is; a value already in the environment wins."""
+    from pipelines.env import set_defaults
+
+    if cfg.endpoint_url:
+        set_defaults({"MLFLOW_S3_ENDPOINT_URL": cfg.endpoint_url, "AWS_ENDPOINT_URL_S3": cfg.endpoint_url})
+    if cfg.region:
+        set_defaults({"AWS_DEFAULT_REGION": cfg.region})

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import MlflowConfig
+from pipelines.config import Config, MlflowConfig
 
 RUN_NAME_TAG = "percept.run_name"
 
@@ -19,8 +19,8 @@ def resolve_tracking_uri(uri: str, root: Path = Path(".")) -> str:
     return uri
 
 
-def resolve_artifact_location(location: str, root: Path = Path(".")) -> str:
-    if "://" in location:
+def resolve_artifact_location(location: str | None, root: Path = Path(".")) -> str | None:
+    if location is None or "://" in location:
         return location
     return (root / location).resolve().as_uri()
 
@@ -31,11 +31,14 @@ def client(cfg: MlflowConfig, root: Path = Path(".")):
     return MlflowClient(tracking_uri=resolve_tracking_uri(cfg.tracking_uri, root))
 
 
-def experiment_id(mlflow_client, cfg: MlflowConfig, root: Path = Path(".")) -> str:
-    experiment = mlflow_client.get_experiment_by_name(cfg.experiment)
+def experiment_id(mlflow_client, cfg: Config, root: Path = Path(".")) -> str:
+    """The experiment's id, creating it (artifacts at ``cfg.artifact_location``) on first use.
+    An existing experiment keeps the artifact location it was created with (MLflow's rule)."""
+    experiment = mlflow_client.get_experiment_by_name(cfg.mlflow.experiment)
     if experiment is not None:
         return experiment.experiment_id
-    return mlflow_client.create_experiment(cfg.experiment, artifact_location=resolve_artifact_location(cfg.artifact_location, root))
+    location = resolve_artifact_location(cfg.artifact_location, root)
+    return mlflow_client.create_experiment(cfg.mlflow.experiment, artifact_location=location)
 
 
 def find_or_create_run(mlflow_client, exp_id: str, run_name: str, tags: dict[str, str]) -> tuple[str, bool]:

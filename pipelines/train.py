@@ -76,7 +76,7 @@ def storage(cfg: Config, root: Path) -> tuple[str, Any]:
     pyarrow's own S3 filesystem ignores endpoint overrides from the environment and trips on
     S3-compatible servers' directory markers, so an s3:// path goes through s3fs.
     """
-    path = cfg.train.storage_path
+    path = cfg.checkpoint_storage
     if not path.startswith("s3://"):
         return str((root / path).resolve()), None
     import boto3
@@ -133,7 +133,7 @@ def train(task: str, cfg: Config, paths: Paths = Paths()) -> TrainOutcome:
     root = paths.root.resolve()
     name = run_name(task, cfg, index_path)
     mlflow = tracking.client(cfg.mlflow, root)
-    exp_id = tracking.experiment_id(mlflow, cfg.mlflow, root)
+    exp_id = tracking.experiment_id(mlflow, cfg, root)
     run_id, resumed = tracking.find_or_create_run(mlflow, exp_id, name, {"percept.task": task})
     tracking.log_params(mlflow, run_id, {"task": task, **params.model_dump(mode="json", exclude={"name"}),
                                          "train": cfg.train.model_dump(mode="json"), "seed": cfg.seed})

@@ -46,6 +46,9 @@ class Task:
     # What evaluation reports (names in training.quality.METRICS) and how promotion compares.
     metrics: tuple[str, ...] = ("psnr", "ssim", "feature_distance")
     gate_defaults: dict[str, Any] = field(default_factory=lambda: {"metric": "psnr", "margin": 0.01, "tolerances": {"ssim": 0.005}})
+    # Evaluate only on images that have colour: a gray target (Set14's bridge and man) equals a
+    # colorizer's gray input, scoring the baseline an infinite PSNR that swamps every mean.
+    colour_targets_only: bool = False
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.metrics if m not in METRICS]
@@ -126,7 +129,8 @@ register(Task("deblur", "Gaussian deblurring", deg.GaussianBlur, {"sigma": 2.0},
 register(Task("jpeg", "JPEG artefact removal, quality 10", deg.JpegCompression, {"quality": 10},
               model_defaults=RESTORE_MODEL, loss_defaults=RESTORE_LOSS, optim_defaults=RESTORE_OPTIM))
 register(Task("colorize", "colorization: gray in, colour out", deg.Grayscale, {"channels": 3},
-              model_defaults=RESTORE_MODEL, loss_defaults=RESTORE_LOSS, optim_defaults=RESTORE_OPTIM, metrics=("psnr", "ssim", "feature_distance", "colourfulness")))
+              model_defaults=RESTORE_MODEL, loss_defaults=RESTORE_LOSS, optim_defaults=RESTORE_OPTIM,
+              metrics=("psnr", "ssim", "feature_distance", "colourfulness"), colour_targets_only=True))
 # Fast style transfer: content loss at relu2_2, Gram style loss at every layer the feature net
 # has, total variation; instance norm is what makes it look right (Ulyanov et al. 2016).
 register(Task("style", "fast style transfer: content in, stylised out", deg.Identity, {}, StyleOptions,

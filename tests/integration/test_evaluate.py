@@ -69,6 +69,18 @@ def test_same_size_task_on_mixed_modes_reports_rgb_figures_and_the_input(params_
     assert 18 < report["psnr"] < 24  # Gaussian noise of sigma 25 on 8 bits: ~20.2 dB before clipping
 
 
+def test_colorize_leaves_out_gray_targets_which_would_score_the_gray_input_infinitely(params_file, tmp_path):
+    write_mixed_folder(tmp_path / "mixed")
+    out = percept("--params", str(params_file), "evaluate", "--task", "colorize", "--model", "identity",
+                  "--images", str(tmp_path / "mixed"), "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    # gray.png and deep16.png (16-bit gray) have no colour to recover: left out, and said so.
+    assert sorted(r["name"] for r in report["per_image"]) == ["alpha", "odd"]
+    assert np.isfinite(report["baseline"]["psnr"]) and "2 gray image(s) left out" in out.stderr
+    assert report["colourfulness"] == 0 < report["target_colourfulness"]  # the gray input itself
+
+
 def test_an_unreadable_image_is_named_and_stops_the_evaluation(params_file, tmp_path):
     write_mixed_folder(tmp_path / "mixed")
     (tmp_path / "mixed" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)

@@ -87,7 +87,7 @@ def install_model(root: Path, cfg, net, tag: str) -> None:
     from pipelines import tracking
 
     client = tracking.client(cfg.mlflow, root)
-    exp = tracking.experiment_id(client, cfg.mlflow, root)
+    exp = tracking.experiment_id(client, cfg, root)
     run_id, _ = tracking.find_or_create_run(client, exp, f"{TASK}-{tag}", {"percept.task": TASK})
     client.set_terminated(run_id)
     out = root / "models" / TASK

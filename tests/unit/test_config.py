@@ -95,7 +95,11 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 
 def test_unconfigured_task_is_a_clear_error(raw):
-    cfg = parse_config(mutated(raw, lambda d: d["tasks"].pop("jpeg")))
+    def drop_jpeg(d):
+        d["tasks"].pop("jpeg")
+        d["train"]["tasks"] = [t for t in d["train"]["tasks"] if t != "jpeg"]
+
+    cfg = parse_config(mutated(raw, drop_jpeg))
     assert "jpeg" not in cfg.task_names
     with pytest.raises(ConfigError, match="no block under `tasks:`"):
         cfg.task("jpeg")
@@ -161,6 +165,10 @@ def test_gpu_profile_merges_the_papers_recipe(raw, monkeypatch):
     assert cfg.task("style_wave").optim.steps == 40_000 and cfg.train.gpus_per_worker == 1
     monkeypatch.setenv("PERCEPT_PROFILE", "gpu")
     assert parse_config(raw).task("sr_x4").patch_size == 288
+    monkeypatch.setenv("PERCEPT_PROFILE", "gpu, cluster")  # merged in turn
+    both = parse_config(raw)
+    assert both.task("sr_x4").patch_size == 288 and (both.train.workers, both.train.gpus_per_worker) == (2, 1)
+    assert both.checkpoint_storage.startswith("s3://percept/") and both.artifact_location is None
 
 
 def test_a_partial_block_keeps_the_tasks_own_defaults(raw):
@@ -181,3 +189,26 @@ def test_a_dumped_config_parses_back_to_itself(raw):
     dumped = cfg.model_dump(mode="json")
     assert dumped["tasks"]["sr_x4"]["optim"]["steps"] == 40 and "degradation" in dumped["tasks"]["style_wave"]
     assert parse_config(dumped) == cfg
+
+
+def test_one_bucket_setting_moves_every_artefact_location_to_s3(raw):
+    local = parse_config(raw)
+    assert (local.checkpoint_storage, local.artifact_location, local.dvc_remote) == ("runs", "mlartifacts", None)
+
+    def bucket(d):
+        d["s3"].update(bucket="team-bucket", prefix="vision/percept")
+
+    cfg = parse_config(mutated(raw, bucket))
+    assert cfg.checkpoint_storage == "s3://team-bucket/vision/percept/runs"
+    assert cfg.artifact_location == "s3://team-bucket/vision/percept/mlartifacts"
+    assert cfg.dvc_remote == "s3://team-bucket/vision/percept/dvc"
+
+    def explicit(d):
+        bucket(d)
+        d["train"]["storage_path"] = "s3://other/ckpt"
+        d["mlflow"]["artifact_location"] = None  # a tracking server that proxies artifacts decides
+
+    cfg = parse_config(mutated(raw, explicit))
+    assert cfg.checkpoint_storage == "s3://other/ckpt" and cfg.artifact_location is None
+    with pytest.raises(ConfigError, match="s3.bucket"):
+        parse_config(mutated(raw, lambda d: d["s3"].update(bucket="Not_A_Bucket")))
