@@ -23,6 +23,61 @@ def add_task_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, help=TASK_HELP)
 
 
+MODEL_HELP = ("a models/<task>/ folder or model.pt, or an MLflow URI such as models:/sr_x4@champion "
+              "or models:/sr_x4/3 (its model.pt artifact is downloaded)")
+
+
+def _tile(text: str) -> int | str | None:
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of input pixels, auto or none; got {text!r}") from None
+
+
+def add_apply_parser(sub) -> None:
+    apply = sub.add_parser(
+        "apply",
+        help="run a model over a folder (or file) of images; write PNGs to --out",
+        description="Stream --input through the model: decoding, inference and encoding overlap (thread pools); "
+        "same-size images share a forward pass; images larger than the tile run in overlapping tiles whose "
+        "output matches the whole image. Writes <out>/<relative path>.png atomically, skips outputs that exist "
+        "(unless --overwrite), reports and skips unreadable files. Defaults for the options come from "
+        "`inference:` in params.yaml. Progress (images/s) on stderr.",
+    )
+    apply.add_argument("--model", required=True, help=MODEL_HELP)
+    add_task_argument(apply)
+    apply.add_argument("--input", required=True, type=Path, help="an image file, or a folder searched recursively")
+    apply.add_argument("--out", required=True, type=Path, help="output folder")
+    apply.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    apply.add_argument("--workers", type=int, default=2, help="decode threads and encode threads, each (default: %(default)s)")
+    apply.add_argument("--device", help="cpu, cuda or cuda:N (default: inference.device)")
+    apply.add_argument("--tile", type=_tile, default=argparse.SUPPRESS,
+                       help="input pixels per tile side, auto (about 1024 output pixels) "
+                       "or none (whole images) (default: inference.tile)")
+    apply.add_argument("--overlap", type=int, help="tile overlap in input pixels; at least the network's "
+                       "receptive radius is used (default: inference.overlap)")
+    apply.add_argument("--batch", type=int, help="same-size images or tiles per forward pass (default: inference.batch)")
+    apply.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="channels-last memory format (default: inference.channels_last)")
+    apply.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="torch.compile the network, warmed up before the first image (default: inference.compile)")
+
+
+def add_export_parser(sub) -> None:
+    export = sub.add_parser(
+        "export",
+        help="write a model as ONNX (dynamic batch, height, width), checked on ONNX Runtime",
+        description="Export the network to one self-contained ONNX file with dynamic batch, height and width "
+        "(NCHW float in [0, 1] in, the network's output out; clamp it), compare ONNX Runtime's output with "
+        "PyTorch's at two input sizes, and only then write --out.",
+    )
+    export.add_argument("--model", required=True, help=MODEL_HELP)
+    export.add_argument("--out", required=True, type=Path, help="the .onnx file to write")
+    export.add_argument("--task", help="refuse a model trained for another task")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="percept",
@@ -129,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
         "for a `dvc push` or `dvc pull` by hand; `percept repro` and the retrain flow do this themselves. "
         "Without s3.bucket, the remote in .dvc/config (a local folder) is the default again.",
     )
+    add_apply_parser(sub)
+    add_export_parser(sub)
     sub.add_parser("tasks", help="list the tasks params.yaml configures (and their registry entries), then the unused entries")
     return parser
 
@@ -223,6 +280,14 @@ def run(args: argparse.Namespace, cfg) -> int:
 
         url = configure_dvc_remote(cfg)
         print(f"DVC remote: {url} (in .dvc/config.local)" if url else "DVC remote: .dvc/config's default (s3.bucket is not set)")
+    elif args.command == "apply":
+        from pipelines.apply import run_cli
+
+        return run_cli(args, cfg)
+    elif args.command == "export":
+        from pipelines.export import run_cli
+
+        return run_cli(args, cfg)
     elif args.command == "tasks":
         from training.tasks import TASKS
 

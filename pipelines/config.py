@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 from pydantic import AfterValidator, BaseModel, BeforeValidator, SerializeAsAny, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from training.degradations import Degradation
+from training.inference import InferenceConfig
 from training.loop import OptimConfig
 from training.lpips import LpipsConfig
 from training.losses import LossConfig
@@ -267,6 +268,7 @@ class Config(Strict):
     feature_net: FeatureNetConfig = FeatureNetConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    inference: InferenceConfig = InferenceConfig()  # percept apply; evaluate's device, batch, compile
     # The promotion gate per task, merged over the registry's defaults. A section of its own, not
     # under tasks.<t>, so that tuning the gate never invalidates a task's shards or training.
     promote: dict[str, GateConfig] = {}

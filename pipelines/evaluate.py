@@ -205,7 +205,8 @@ def run(task: str, model: str, cfg: Config, paths, images: Path | None = None, o
 
     scale = cfg.degradation(task).input_scale
     tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, paths.root)
-    predictor = load_predictor(model, task, scale, cfg.evaluate.tile, cfg.evaluate.overlap, tracking_uri)
+    predictor = load_predictor(model, task, scale, cfg.evaluate.tile, cfg.evaluate.overlap, tracking_uri,
+                               inference=cfg.inference)
     tools = instruments(task, cfg, paths.root)
     sets = {images.name: images} if images else {n: paths.root / f for n, f in cfg.evaluate.sets.items()}
     out_dir = out if out or images else paths.reports(task)

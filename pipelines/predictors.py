@@ -4,18 +4,22 @@
 - a local path: ``models/<task>/`` or a ``model.pt`` in it;
 - an MLflow model URI: ``models:/sr_x4@champion``, ``models:/sr_x4/3``, ``runs:/<id>/model``,
   loaded as the registered pyfunc, so evaluation runs exactly what a user would serve.
+
+``load_engine`` gives the network itself (``percept apply``, ``percept export``): from a local
+path, or the ``model.pt`` artifact of a registered pyfunc, run with the caller's settings.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from training.imresize import imresize_uint8
-from training.inference import apply_model, load_model_file
+from training.inference import Engine, InferenceConfig, load_model_file
 
 BASELINES = ("bicubic", "identity")
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
@@ -42,7 +46,8 @@ def baseline(task: str, scale: int) -> Predictor:
 
 
 def load_predictor(spec: str, task: str, scale: int, tile: int | None = None, overlap: int = 16,
-                   tracking_uri: str | None = None) -> Predictor:
+                   tracking_uri: str | None = None, inference: InferenceConfig | None = None) -> Predictor:
+    """``tile``/``overlap`` (evaluation's, whole images by default) override ``inference``'s."""
     if spec in BASELINES:
         expected = baseline(task, scale)
         if spec != expected.name:
@@ -50,19 +55,51 @@ def load_predictor(spec: str, task: str, scale: int, tile: int | None = None, ov
         return expected
     if spec.startswith(MLFLOW_SCHEMES):
         return _mlflow_predictor(spec, tracking_uri)
+    settings = (inference or InferenceConfig()).model_copy(update={"tile": tile, "overlap": overlap})
+    engine, _ = load_engine(spec, task, settings)
+    return Predictor(str(Path(spec)), engine)
+
+
+def load_engine(spec: str, task: str | None, settings: InferenceConfig,
+                tracking_uri: str | None = None) -> tuple[Engine, dict[str, Any]]:
+    """(an ``Engine`` for the network ``spec`` names, its metadata); ``task`` None accepts any."""
+    file = model_file(spec, tracking_uri)
+    try:
+        model, meta = load_model_file(file)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ModelSpecError(f"--model {spec}: {exc}") from None
+    if task is not None and meta["task"] != task:
+        raise ModelSpecError(f"--model {spec} was trained for task {meta['task']!r}, not {task!r}")
+    return Engine(model, meta["scale"], meta["model_config"]["in_channels"], settings), meta
+
+
+def model_file(spec: str, tracking_uri: str | None = None) -> Path:
+    """The ``model.pt`` that ``spec`` names: a models/<task>/ folder, the file itself, or the
+    weights artifact of an MLflow pyfunc (downloaded to a temporary folder)."""
+    if spec.startswith(MLFLOW_SCHEMES):
+        return _download_weights(spec, tracking_uri)
     path = Path(spec)
     file = path / "model.pt" if path.is_dir() else path
     if not file.is_file():
         raise ModelSpecError(f"--model {spec}: no such model file or folder (expected {file}); "
                              f"give {' or '.join(BASELINES)}, a models/<task>/ folder, or models:/<name>@<alias>")
+    return file
+
+
+def _download_weights(uri: str, tracking_uri: str | None) -> Path:
+    import yaml
+    from mlflow.artifacts import download_artifacts
+
+    uri, folder = uri.rstrip("/"), tempfile.mkdtemp(prefix="percept-model-")
     try:
-        model, meta = load_model_file(file)
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise ModelSpecError(f"--model {spec}: {exc}") from None
-    if meta["task"] != task:
-        raise ModelSpecError(f"--model {spec} was trained for task {meta['task']!r}, not {task!r}")
-    in_channels = meta["model_config"]["in_channels"]
-    return Predictor(str(path), lambda image: apply_model(model, image, meta["scale"], in_channels, tile, overlap))
+        mlmodel = yaml.safe_load(Path(download_artifacts(f"{uri}/MLmodel", dst_path=folder,
+                                                         tracking_uri=tracking_uri)).read_text())
+        weights = mlmodel["flavors"]["python_function"]["artifacts"]["weights"]["path"]
+        return Path(download_artifacts(f"{uri}/{weights}", dst_path=folder, tracking_uri=tracking_uri))
+    except KeyError:
+        raise ModelSpecError(f"--model {uri}: not a percept pyfunc (no weights artifact in its MLmodel)") from None
+    except Exception as exc:  # MLflow raises several types for a missing name, alias or version
+        raise ModelSpecError(f"--model {uri}: cannot download it from MLflow ({exc})") from None
 
 
 def _mlflow_predictor(uri: str, tracking_uri: str | None) -> Predictor:

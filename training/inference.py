@@ -1,20 +1,25 @@
-"""Running a transformation network on whole 8-bit images, tiled when they are large.
+"""The one inference path: 8-bit images in, 8-bit images out, for ``percept apply``,
+``percept evaluate`` and the registered MLflow pyfunc.
 
-Tiles overlap by ``overlap`` input pixels on every side; each tile's output keeps only its
-centre, so the seams fall where every output pixel still saw ``overlap`` pixels of context
-(more than the network's receptive field needs for the default nets). Memory is bounded by the
-tile size, not the image size.
+``Engine`` runs a loaded network under ``torch.inference_mode``: same-size images (or tiles)
+batched into one forward, images larger than ``tile`` in overlapping tiles whose output matches
+the whole-image output (``training.tiling``: aligned tiles, an overlap of at least the receptive
+radius, whole-image instance-norm statistics), so memory is bounded by the tile and the seams do
+not show. Options: channels-last, ``torch.compile`` (with a warm-up), bf16 autocast on CUDA.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from training.models import TransformNet, TransformNetConfig, build_transform_net
+from training.tiling import instance_norms, receptive_radius, tiled_forward
 
 
 def model_from_state(state: dict[str, Any]) -> TransformNet:
@@ -55,36 +60,115 @@ def to_image(output: torch.Tensor) -> np.ndarray:
     return output[0].clamp(0, 1).mul(255.0).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
-def _starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Tile origins along one axis: stride tile - 2*overlap, the last tile flush with the end."""
-    if length <= tile:
-        return [0]
-    stride = tile - 2 * overlap
-    starts = list(range(0, length - tile, stride))
-    return starts + [length - tile]
+AUTO_TILE_OUTPUT = 1024  # tile="auto": tiles of about this many output pixels a side
 
 
-@torch.inference_mode()
+class InferenceConfig(BaseModel):
+    """How ``Engine`` runs a network (``inference:`` in params.yaml, flags of ``percept apply``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu, cuda or cuda:N")
+    tile: int | Literal["auto"] | None = Field(
+        "auto", description=f"input pixels per tile side; auto = {AUTO_TILE_OUTPUT} output pixels; null = whole images")
+    overlap: int | None = Field(None, ge=0, description="tile overlap in input pixels, at least the network's "
+                                "receptive radius (null: that radius)")
+    batch: int = Field(4, ge=1, le=1024, description="same-size images or tiles per forward pass")
+    channels_last: bool = False
+    compile: bool = Field(False, description="torch.compile the network (a warm-up compiles it once)")
+    bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
+
+
+def downsampling(model: torch.nn.Module) -> int:
+    """The product of the conv strides: tiles must start on multiples of it (4 for the style net)."""
+    factor = 1
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            factor *= m.stride[0]
+    return factor
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+class Engine:
+    """A network ready to run on uint8 HxWx3 images: ``engine(image)`` or ``engine.run(images)``."""
+
+    def __init__(self, model: torch.nn.Module, scale: int, in_channels: int = 3,
+                 cfg: InferenceConfig = InferenceConfig()) -> None:
+        self.cfg, self.scale, self.in_channels = cfg, scale, in_channels
+        self.device = torch.device(cfg.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {cfg.device}: torch sees no CUDA device")
+        self.model = model.eval().to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.align = downsampling(model)
+        self.overlap = _round_up(max(cfg.overlap or 0, receptive_radius(model)), self.align)
+        tile = max(1, AUTO_TILE_OUTPUT // scale) if cfg.tile == "auto" else cfg.tile
+        self.tile = None if tile is None else tile // self.align * self.align
+        if self.tile is not None and self.tile <= 2 * self.overlap:
+            raise ValueError(f"tile ({tile}) must be larger than twice the overlap ({self.overlap}, the network's "
+                             f"receptive radius or more, in multiples of {self.align})")
+        self.bf16 = cfg.bf16 and self.device.type == "cuda"
+        self.compiled = torch.compile(self.model) if cfg.compile else None
+        # Tiles swap in whole-image instance-norm statistics by replacing the layers' forward,
+        # which a compiled graph would not see: instance-norm nets run their tiles eagerly.
+        self.has_instance_norm = bool(instance_norms(self.model))
+        self.passes = 0  # forward passes over the tiles of the last tiled image (instance norm: >= 1)
+
+    def forward(self, x: torch.Tensor, tiles: bool = False) -> torch.Tensor:
+        """The network on an N x C x H x W float batch already on the device."""
+        net = self.compiled if self.compiled is not None and not (tiles and self.has_instance_norm) else self.model
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
+            return net(x)
+
+    def _to_device(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        x = torch.cat([to_tensor(im, self.in_channels) for im in images])
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+
+    @torch.inference_mode()
+    def run(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Outputs in input order. Images of one size share forward passes (``batch`` at a time);
+        an image larger than ``tile`` on a side goes through the tiles, ``batch`` tiles a pass."""
+        outputs: list[np.ndarray | None] = [None] * len(images)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(image.shape, []).append(i)
+        for (h, w, _), idx in groups.items():
+            if self.tile is None or (h <= self.tile and w <= self.tile):
+                for k in range(0, len(idx), self.cfg.batch):
+                    part = idx[k : k + self.cfg.batch]
+                    y = self.forward(self._to_device([images[i] for i in part]))
+                    for j, i in enumerate(part):
+                        outputs[i] = to_image(y[j : j + 1].float())
+            else:
+                for i in idx:
+                    y, self.passes = tiled_forward(lambda t: self.forward(t, tiles=True), self.model,
+                                                   self._to_device([images[i]]), self.scale, self.tile, self.overlap,
+                                                   self.align, self.cfg.batch)
+                    outputs[i] = to_image(y)
+        return outputs  # type: ignore[return-value]
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return self.run([image])[0]
+
+    @torch.inference_mode()
+    def warm_up(self, height: int, width: int, repeats: int = 2) -> None:
+        """Run a zero batch of this size (compiles a compiled network; lets cuDNN pick kernels)."""
+        x = torch.zeros(1, self.in_channels, height, width, device=self.device)
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        for _ in range(repeats):
+            self.forward(x)
+
+
 def apply_model(model: torch.nn.Module, image: np.ndarray, scale: int, in_channels: int = 3,
-                tile: int | None = None, overlap: int = 16, device: torch.device | str = "cpu") -> np.ndarray:
+                tile: int | None = None, overlap: int | None = None, device: torch.device | str = "cpu") -> np.ndarray:
     """The model's uint8 output for one uint8 RGB image; ``tile`` input pixels per tile side
-    (None: the whole image at once). The output is ``scale`` times the input's size."""
-    if tile is not None and tile <= 2 * overlap:
-        raise ValueError(f"tile ({tile}) must be larger than twice the overlap ({overlap})")
-    x = to_tensor(image, in_channels).to(device)
-    h, w = image.shape[:2]
-    if tile is None or (h <= tile and w <= tile):
-        return to_image(model(x))
-    out = torch.empty(1, 3, h * scale, w * scale, device=device)
-    for y0 in _starts(h, tile, overlap):
-        for x0 in _starts(w, tile, overlap):
-            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            piece = model(x[:, :, y0:y1, x0:x1])
-            # Keep the centre: drop `overlap` pixels on sides that border another tile.
-            ky0 = 0 if y0 == 0 else overlap
-            kx0 = 0 if x0 == 0 else overlap
-            ky1 = y1 - y0 if y1 == h else y1 - y0 - overlap
-            kx1 = x1 - x0 if x1 == w else x1 - x0 - overlap
-            out[:, :, (y0 + ky0) * scale : (y0 + ky1) * scale, (x0 + kx0) * scale : (x0 + kx1) * scale] = \
-                piece[:, :, ky0 * scale : ky1 * scale, kx0 * scale : kx1 * scale]
-    return to_image(out)
+    (None: the whole image at once). The output is ``scale`` times the input's size. (Kept for
+    callers and registered pyfuncs that predate ``Engine``.)"""
+    cfg = InferenceConfig(device=str(device), tile=tile, overlap=overlap, batch=1)
+    return Engine(model, scale, in_channels, cfg)(image)

@@ -1,11 +1,14 @@
-"""Whole-image inference: tiles agree with the whole image, failures are loud."""
+"""Whole-image inference: tiles agree with the whole image (batch norm and instance norm),
+batches agree with single images, failures are loud."""
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from training.inference import apply_model, load_model_file, to_image
+from training.inference import Engine, InferenceConfig, apply_model, load_model_file, to_image, to_tensor
 from training.models import TransformNetConfig, build_transform_net
+from training.tiling import receptive_radius, tile_grid, tiled_forward
 
 pytestmark = pytest.mark.unit
 
@@ -49,3 +52,127 @@ def test_model_file_round_trip_and_a_wrong_file(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a percept model file"):
         load_model_file(tmp_path / "other.pt")
+
+
+def randomised(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random weights, and batch-norm running statistics away from 0/1, so every layer matters."""
+    torch.manual_seed(seed)
+    for p in model.parameters():
+        p.data.normal_(0, 0.1)
+    for name, b in model.named_buffers():
+        if "running" in name:
+            b.data.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def style_net(**overrides):
+    """The style/restoration shape (down x4, residual blocks, up x4) with instance norm, small."""
+    cfg = {"channels": 4, "residual_blocks": 1, "norm": "instance", **overrides}
+    return randomised(build_transform_net(TransformNetConfig(**cfg), 1))
+
+
+def smooth_image(h: int, w: int, seed: int = 1) -> np.ndarray:
+    """Random-walk rows: smooth like a photo, so the statistics vary across the image."""
+    steps = np.random.default_rng(seed).integers(-12, 13, (h, w, 3))
+    return np.clip(np.cumsum(steps, axis=1) + 128, 0, 255).astype(np.uint8)
+
+
+def max_diff(a: np.ndarray, b: np.ndarray) -> int:
+    assert a.shape == b.shape
+    return int(np.abs(a.astype(int) - b.astype(int)).max())
+
+
+@pytest.mark.parametrize("shape", [(70, 93), (72, 96), (50, 130)])
+def test_instance_norm_tiles_match_the_whole_image(shape):
+    model = style_net()
+    image = smooth_image(*shape)
+    whole = Engine(model, 1, cfg=InferenceConfig(tile=None))(image)
+    engine = Engine(model, 1, cfg=InferenceConfig(tile=64, batch=3))
+    assert engine.tile == 64 and engine.overlap >= receptive_radius(model)
+    tiled = engine(image)
+    assert engine.passes == 8  # 7 instance-norm layers, one sweep each, then the output pass
+    assert max_diff(whole, tiled) <= 1
+
+
+def test_without_whole_image_statistics_the_tiles_would_show():
+    """The same tiles, each instance-normalised on its own (the naive way), differ by far more."""
+    model, image = style_net(), smooth_image(70, 93)
+    whole = Engine(model, 1, cfg=InferenceConfig(tile=None))(image)
+    naive, _ = tiled_forward(model, nn.Identity(), to_tensor(image, 3), 1, tile=64, overlap=28, align=4)
+    assert max_diff(whole, to_image(naive)) > 8
+
+
+def test_restoration_net_with_global_skip_and_an_instance_norm_sr_net_tile_exactly():
+    image = smooth_image(45, 61)
+    for model, scale, tile in ((style_net(global_skip=True), 1, 64),
+                               (randomised(build_transform_net(TransformNetConfig(sr_channels=8, residual_blocks=1), 4)), 4, 28)):
+        whole = Engine(model, scale, cfg=InferenceConfig(tile=None))(image)
+        tiled = Engine(model, scale, cfg=InferenceConfig(tile=tile, batch=2))(image)
+        assert max_diff(whole, tiled) <= 1
+
+
+def test_batch_norm_sr_tiles_batched_and_channels_last_match_the_whole_image():
+    model = randomised(sr_net())
+    image = smooth_image(53, 67)
+    whole = Engine(model, 4, cfg=InferenceConfig(tile=None))(image)
+    engine = Engine(model, 4, cfg=InferenceConfig(tile=32, batch=4, channels_last=True))
+    assert engine.passes == 0
+    assert max_diff(whole, engine(image)) <= 1
+    assert engine.passes == 1  # batch norm: no statistics sweeps
+
+
+@pytest.mark.parametrize("h,w,tile,overlap,align", [(72, 96, 64, 28, 4), (512, 300, 256, 16, 4), (200, 37, 48, 12, 1),
+                                                   (40, 40, 64, 8, 1), (1001, 997, 130, 17, 1)])
+def test_the_tiles_keep_every_pixel_exactly_once_and_start_aligned(h, w, tile, overlap, align):
+    tiles = tile_grid(h, w, tile, overlap, align)
+    covered = np.zeros((h, w), int)
+    for t in tiles:
+        ky0, ky1, kx0, kx1 = t.keep
+        assert 0 <= t.y0 <= ky0 < ky1 <= t.y1 <= h and 0 <= t.x0 <= kx0 < kx1 <= t.x1 <= w
+        # the kept part is overlap away from every inner edge of the tile
+        assert (ky0 - t.y0 >= overlap or t.y0 == 0) and (t.y1 - ky1 >= overlap or t.y1 == h)
+        assert (kx0 - t.x0 >= overlap or t.x0 == 0) and (t.x1 - kx1 >= overlap or t.x1 == w)
+        assert t.y0 % align == 0 and t.x0 % align == 0
+        assert t.y1 - t.y0 <= tile and t.x1 - t.x0 <= tile  # memory stays bounded by the tile
+        covered[ky0:ky1, kx0:kx1] += 1
+    assert (covered == 1).all()
+    assert len({(t.y1 - t.y0, t.x1 - t.x0) for t in tiles}) == 1  # one size: tiles batch together
+    if (h, w, tile) == (512, 300, 256):  # shrunk to share the sides: 3 x 2 tiles of 192 x 168, not 256
+        assert len(tiles) == 6 and (tiles[0].y1, tiles[0].x1) == (192, 168)
+
+
+@pytest.mark.parametrize("make,scale", [(lambda: randomised(sr_net()), 4),
+                                        (lambda: randomised(build_transform_net(TransformNetConfig(channels=4, residual_blocks=1, norm="batch"), 1)), 1)])
+def test_receptive_radius_bounds_how_far_a_pixel_reaches(make, scale):
+    model = make()
+    radius = receptive_radius(model)
+    x = torch.rand(1, 3, 96, 96)
+    y = x.clone()
+    y[..., 48, 48] += 0.5
+    with torch.no_grad():
+        changed = (model(x) - model(y)).abs().amax(1)[0] > 0
+    rows, cols = changed.nonzero(as_tuple=True)
+    reach = max((rows - 48 * scale).abs().max(), (cols - 48 * scale).abs().max()).item() / scale
+    assert 0 < reach <= radius
+
+
+def test_a_batch_of_mixed_sizes_matches_one_image_at_a_time():
+    for model, scale in ((style_net(), 1), (randomised(sr_net()), 4)):
+        images = [smooth_image(40, 52, seed) for seed in range(3)] + [smooth_image(36, 44, 9)]
+        engine = Engine(model, scale, cfg=InferenceConfig(tile=None, batch=2))
+        batched = engine.run(images)
+        for image, out in zip(images, batched):
+            assert out.shape == (image.shape[0] * scale, image.shape[1] * scale, 3)
+            assert max_diff(out, engine(image)) <= 1
+
+
+def test_auto_tile_is_about_1024_output_pixels_aligned_to_the_downsampling():
+    assert Engine(style_net(), 1).tile == 1024
+    assert Engine(randomised(sr_net()), 4).tile == 256
+    assert Engine(style_net(), 1, cfg=InferenceConfig(tile=130)).tile == 128
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_it_is_a_clear_error():
+    with pytest.raises(ValueError, match="no CUDA device"):
+        Engine(randomised(sr_net()), 4, cfg=InferenceConfig(device="cuda"))

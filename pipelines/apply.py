@@ -1,0 +1,172 @@
+"""``percept apply``: a model over a folder (or one file) of images, streamed.
+
+Three stages overlap: a thread pool decodes the next files while the network runs on the current
+batch in this thread, and a second pool encodes and writes the outputs. Pillow's codecs and
+torch's kernels release the GIL, so threads keep every core busy without copying images between
+processes; at most ``prefetch`` decoded images and ``prefetch`` pending writes are held.
+
+Each output is ``<out>/<relative path>.png`` (lossless), written under a temporary name and
+renamed, so an interrupted run leaves no partial file; a rerun skips outputs that exist unless
+``overwrite``. A file that cannot be read, or that the network cannot take, is reported and
+skipped; the others are still written.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipelines.evaluate import IMAGE_SUFFIXES
+from pipelines.fsutil import atomic_write_bytes
+from pipelines.images import Rejected, decode_image, encode_png
+from training.inference import Engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ApplyReport:
+    written: list[Path] = field(default_factory=list)
+    existing: list[Path] = field(default_factory=list)  # outputs already there, skipped
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # (input, why)
+
+    def line(self) -> str:
+        return (f"apply: {len(self.written)} written, {len(self.existing)} already there, "
+                f"{len(self.failed)} failed" + "".join(f"\n  {p}: {why}" for p, why in self.failed))
+
+
+def plan(source: Path, out: Path) -> list[tuple[Path, Path]]:
+    """(input file, output file) pairs, sorted. A name shared by two inputs (a.jpg, a.png) keeps
+    its suffix in the output's name (a.jpg.png, a.png.png)."""
+    if source.is_file():
+        return [(source, out / f"{source.stem}.png")]
+    if not source.is_dir():
+        raise FileNotFoundError(f"--input {source}: no such file or folder")
+    out_abs = out.resolve()
+    files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and out_abs not in p.resolve().parents)
+    if not files:
+        raise FileNotFoundError(f"--input {source}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    rels = [p.relative_to(source) for p in files]
+    stems = [r.with_suffix("").as_posix() for r in rels]
+    return [(p, out / (r.with_suffix(".png") if stems.count(s) == 1 else r.with_name(r.name + ".png")))
+            for p, r, s in zip(files, rels, stems)]
+
+
+def apply_folder(engine: Engine, source: Path, out: Path, overwrite: bool = False, workers: int = 2,
+                 max_pixels: int = 40_000_000, progress: bool = True) -> ApplyReport:
+    report = ApplyReport()
+    jobs = []
+    for src, dst in plan(source, out):
+        if overwrite or not dst.exists():
+            jobs.append((src, dst))
+        else:
+            report.existing.append(dst)
+    prefetch = max(2 * workers, engine.cfg.batch)
+    bar = tqdm(total=len(jobs), desc="apply", unit="img", file=sys.stderr, disable=not progress)
+    with ThreadPoolExecutor(workers, "decode") as readers, ThreadPoolExecutor(workers, "encode") as writers:
+        todo = iter(jobs)
+        decoding: deque[tuple[Path, Path, Future]] = deque()
+        writing: deque[tuple[Path, Path, Future]] = deque()
+
+        def refill() -> None:
+            while len(decoding) < prefetch and (job := next(todo, None)):
+                decoding.append((*job, readers.submit(_decode, job[0], max_pixels)))
+
+        def finish_writes(keep: int) -> None:
+            """Collect the finished writes, and wait for the oldest while more than ``keep`` are pending."""
+            while writing and (len(writing) > keep or writing[0][2].done()):
+                src, dst, fut = writing.popleft()
+                try:
+                    fut.result()
+                    report.written.append(dst)
+                except OSError as exc:
+                    report.failed.append((src, f"cannot write {dst}: {exc}"))
+                bar.update(1)
+
+        refill()
+        while decoding:
+            batch = _next_batch(decoding, engine.cfg.batch, report, bar)
+            refill()
+            if not batch:
+                continue
+            for (src, dst, _), output in zip(batch, _infer(engine, batch, report)):
+                if output is None:
+                    bar.update(1)
+                    continue
+                writing.append((src, dst, writers.submit(_encode, output, dst)))
+            finish_writes(prefetch)
+        finish_writes(0)
+    bar.close()
+    return report
+
+
+def _decode(path: Path, max_pixels: int) -> np.ndarray:
+    return decode_image(path.read_bytes(), max_pixels)[0]
+
+
+def _encode(image: np.ndarray, dst: Path) -> None:
+    atomic_write_bytes(dst, encode_png(image))
+
+
+def _next_batch(decoding: deque, size: int, report: ApplyReport, bar) -> list[tuple[Path, Path, np.ndarray]]:
+    """The oldest decoded image (waiting for it), then any already decoded ones of the same size
+    right behind it, up to ``size``: same-size images share a forward pass."""
+    batch: list[tuple[Path, Path, np.ndarray]] = []
+    while decoding and len(batch) < size and (not batch or decoding[0][2].done()):
+        src, dst, fut = decoding[0]
+        try:
+            image = fut.result()
+        except (Rejected, OSError) as exc:
+            decoding.popleft()
+            report.failed.append((src, f"cannot read it ({exc})"))
+            log.warning("skipped %s: cannot read it (%s)", src, exc)
+            bar.update(1)
+            continue
+        if batch and image.shape != batch[0][2].shape:
+            break
+        decoding.popleft()
+        batch.append((src, dst, image))
+    return batch
+
+
+def _infer(engine: Engine, batch: list[tuple[Path, Path, np.ndarray]], report: ApplyReport) -> list[np.ndarray | None]:
+    """The outputs of a batch; if the batch fails, each image alone, so one bad image (too small,
+    a diverged output) costs only itself."""
+    try:
+        return engine.run([image for _, _, image in batch])
+    except (ValueError, RuntimeError) as exc:
+        if len(batch) > 1:
+            return [_infer(engine, [item], report)[0] for item in batch]
+        report.failed.append((batch[0][0], f"the model failed on it ({exc})"))
+        log.warning("skipped %s: the model failed on it (%s)", batch[0][0], exc)
+        return [None]
+
+
+def run_cli(args, cfg) -> int:
+    """``percept apply``: the engine from ``--model`` with ``inference:`` and the flags, then the folder."""
+    from pipelines import tracking
+    from pipelines.paths import Paths
+    from pipelines.predictors import load_engine
+
+    given = {k: getattr(args, k) for k in ("device", "overlap", "batch", "channels_last", "compile")
+             if getattr(args, k) is not None}
+    if hasattr(args, "tile"):  # absent unless given: `--tile none` is None
+        given["tile"] = args.tile
+    settings = cfg.inference.model_validate({**cfg.inference.model_dump(), **given})
+    tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, Paths().root)
+    engine, meta = load_engine(args.model, args.task, settings, tracking_uri)
+    if settings.compile:
+        side = engine.tile or 256
+        log.info("compiling the network (warm-up at %dx%d)", side, side)
+        engine.warm_up(side, side)
+    report = apply_folder(engine, args.input, args.out, args.overwrite, args.workers, cfg.ingest.max_pixels)
+    print(report.line(), file=sys.stderr if report.failed else sys.stdout)
+    return 0

@@ -1,0 +1,58 @@
+"""The ONNX export: dynamic batch, height and width, and ONNX Runtime agreeing with PyTorch."""
+
+import numpy as np
+import pytest
+import torch
+
+from training.inference import Engine, InferenceConfig
+from training.models import TransformNetConfig, build_transform_net
+from training.onnx_export import OnnxRunner, export_onnx
+
+pytestmark = pytest.mark.unit
+
+
+def net(cfg: TransformNetConfig, scale: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_transform_net(cfg, scale)
+    for p in model.parameters():
+        p.data.normal_(0, 0.1)
+    for name, b in model.named_buffers():
+        if "running" in name:
+            b.data.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+CASES = {
+    "sr_x4 batch norm": (TransformNetConfig(sr_channels=8, residual_blocks=1, norm="batch", global_skip=True), 4),
+    # the style net's shape: downsamples by 4 and pads inside forward; instance norm
+    "style instance norm": (TransformNetConfig(channels=4, residual_blocks=1, norm="instance"), 1),
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def exported(request, tmp_path_factory):
+    """(network, scale, its ONNX file on ONNX Runtime), exported once per case."""
+    cfg, scale = CASES[request.param]
+    model = net(cfg, scale)
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx", scale)
+    return model, scale, OnnxRunner(path)
+
+
+def test_onnx_runtime_matches_pytorch_at_two_sizes_and_batches(exported):
+    model, scale, runner = exported
+    for batch, h, w in ((1, 64, 64), (2, 37, 53)):  # the export example's size, then an odd one
+        x = torch.rand(batch, 3, h, w)
+        with torch.inference_mode():
+            expected = model(x).numpy()
+        got = runner(x.numpy())
+        assert got.shape == (batch, 3, h * scale, w * scale)
+        assert np.abs(got - expected).max() < 1e-4
+
+
+def test_the_exported_file_gives_the_engine_s_8_bit_image(exported):
+    model, scale, runner = exported
+    image = np.random.default_rng(0).integers(0, 256, (30, 45, 3), dtype=np.uint8)
+    expected = Engine(model, scale, cfg=InferenceConfig(tile=None))(image)
+    out = runner.image(image)
+    assert out.shape == expected.shape == (30 * scale, 45 * scale, 3)
+    assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
