@@ -28,7 +28,9 @@ WEIGHTS_TAG = TAG + "weights_sha256"
 MANIFEST_TAG = TAG + "manifest_sha256"  # the ingested data a version was trained on (retrain compares it)
 SERVING_CODE = Path(__file__).with_name("serving.py")
 TRAINING_CODE = Path(__file__).resolve().parents[1] / "training"
-SERVE_TILE, SERVE_OVERLAP = 512, 16  # input pixels; images up to 512 px a side run whole
+# The pyfunc tiles like `percept apply`: images up to about 1024 output pixels a side run whole,
+# larger ones in tiles that match the whole-image output (training/tiling.py).
+SERVE_TILE, SERVE_OVERLAP = "auto", None
 
 
 def params_hash(task: str, cfg: Config) -> str:
