@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ending import ending, load_average  # benchmarks/ending.py: run as scripts, this folder is on sys.path
+
 # Quiet, offline defaults (as the CLI sets them); spawned pool workers inherit them.
 for _key, _value in {"NO_ALBUMENTATIONS_UPDATE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}.items():
     os.environ.setdefault(_key, _value)
@@ -323,16 +325,14 @@ def report(cfg, build_rows: list[dict], read_rows: list[dict], args, elapsed: fl
     if args.no_cold:
         out.append("   (cold cache passes skipped: --no-cold)")
     out.append("")
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    out.append(f"load average at start {args.load_start}, at end {load} (other work on the machine skews the figures)")
-    out.append(f"total {elapsed:.0f} s")
+    out.extend(ending(args.load_start, elapsed))
     print("\n".join(out), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
-    args.load_start = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    args.load_start = load_average()
     from pipelines.ingest import read_manifest
     from pipelines.paths import Paths
     from pipelines.shard import image_jobs

@@ -42,6 +42,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from ending import ending, load_average  # benchmarks/ending.py: run as scripts, this folder is on sys.path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,21 +272,14 @@ def report(args, rows: list[dict], tiling: list[dict], params: dict[str, float],
                        f"{t['passes']} pass(es) over the tiles; max |diff| {t['max']}/255 (mean {t['mean']:.1e}); "
                        f"whole {t['whole_s']:.2f} s, tiled {t['tiled_s']:.2f} s (x{t['tiled_s'] / t['whole_s']:.1f})")
         out.append("")
-    out.extend(footer(load_start, elapsed))
+    out.extend(ending(load_start, elapsed))
     print("\n".join(out), flush=True)
-
-
-def footer(load_start: str, elapsed: float) -> list[str]:
-    """The ending every benchmark prints (as benchmarks/data.py and train.py do)."""
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    return [f"load average at start {load_start}, at end {load} (other work on the machine skews the figures)",
-            f"total {elapsed:.0f} s"]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
-    load_start = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    load_start = load_average()
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -55,6 +55,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from ending import ending, load_average  # benchmarks/ending.py: run as scripts, this folder is on sys.path
 from typing import Any
 
 # Quiet, offline defaults (as the CLI sets them), before Ray / MLflow are imported; Ray's workers
@@ -667,16 +669,14 @@ def report(args, cfg, flops, plain: list[dict], rays: list[dict], order: list[st
     out.append(f"   plain: build {med(plain, 'setup_s'):.1f}; first {warmup} steps {med(plain, 'first_steps_s'):.1f}; "
                f"all {med(plain, 'total_s'):.1f}")
     out.append("")
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    out.append(f"load average at start {load_start}, at end {load} (other work on the machine skews the figures)")
-    out.append(f"total {elapsed:.0f} s")
+    out.extend(ending(load_start, elapsed))
     print("\n".join(out), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
-    load_start = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    load_start = load_average()
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -8,18 +8,9 @@ from training.inference import Engine, InferenceConfig
 from training.models import TransformNetConfig, build_transform_net
 from training.onnx_export import OnnxRunner, export_onnx
 
+from tests.unit.test_inference import randomised  # random weights and running statistics
+
 pytestmark = pytest.mark.unit
-
-
-def net(cfg: TransformNetConfig, scale: int) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = build_transform_net(cfg, scale)
-    for p in model.parameters():
-        p.data.normal_(0, 0.1)
-    for name, b in model.named_buffers():
-        if "running" in name:
-            b.data.uniform_(0.5, 1.5)
-    return model.eval()
 
 
 CASES = {
@@ -33,7 +24,7 @@ CASES = {
 def exported(request, tmp_path_factory):
     """(network, scale, its ONNX file on ONNX Runtime), exported once per case."""
     cfg, scale = CASES[request.param]
-    model = net(cfg, scale)
+    model = randomised(build_transform_net(cfg, scale))
     path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx", scale)
     return model, scale, OnnxRunner(path)
 
