@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipelines.predictors import ModelSpecError, model_file
-from training.inference import load_model_file
+from pipelines.predictors import load_network
 from training.onnx_export import OnnxRunner, export_onnx
 
 CHECK_SIZES = ((37, 53), (64, 48))  # input sizes the exported file is compared at: odd and even
@@ -21,9 +20,7 @@ TOLERANCE = 1e-3  # largest |ONNX - PyTorch| accepted, on outputs in [0, 1]
 
 def export(spec: str, out: Path, task: str | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
     """Export the network ``spec`` names (as ``--model`` of ``percept evaluate``) to ``out``."""
-    model, meta = load_model_file(model_file(spec, tracking_uri))
-    if task is not None and meta["task"] != task:
-        raise ModelSpecError(f"--model {spec} was trained for task {meta['task']!r}, not {task!r}")
+    model, meta = load_network(spec, task, tracking_uri)
     scale, in_channels = meta["scale"], meta["model_config"]["in_channels"]
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".onnx", dir=out.parent)

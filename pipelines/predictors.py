@@ -20,6 +20,7 @@ import numpy as np
 
 from training.imresize import imresize_uint8
 from training.inference import Engine, InferenceConfig, load_model_file
+from training.models import TransformNet
 
 BASELINES = ("bicubic", "identity")
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
@@ -63,21 +64,25 @@ def load_predictor(spec: str, task: str, scale: int, tile: int | None = None, ov
 def load_engine(spec: str, task: str | None, settings: InferenceConfig,
                 tracking_uri: str | None = None) -> tuple[Engine, dict[str, Any]]:
     """(an ``Engine`` for the network ``spec`` names, its metadata); ``task`` None accepts any."""
-    file = model_file(spec, tracking_uri)
-    try:
-        model, meta = load_model_file(file)
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise ModelSpecError(f"--model {spec}: {exc}") from None
-    if task is not None and meta["task"] != task:
-        raise ModelSpecError(f"--model {spec} was trained for task {meta['task']!r}, not {task!r}")
+    model, meta = load_network(spec, task, tracking_uri)
     return Engine(model, meta["scale"], meta["model_config"]["in_channels"], settings), meta
 
 
-def model_file(spec: str, tracking_uri: str | None = None) -> Path:
-    """The ``model.pt`` that ``spec`` names: a models/<task>/ folder, the file itself, or the
-    weights artifact of an MLflow pyfunc (downloaded to a temporary folder)."""
-    if spec.startswith(MLFLOW_SCHEMES):
-        return _download_weights(spec, tracking_uri)
+def load_network(spec: str, task: str | None, tracking_uri: str | None = None) -> tuple[TransformNet, dict[str, Any]]:
+    """The network ``spec`` names and its metadata: from a models/<task>/ folder, the file itself,
+    or the weights artifact of an MLflow pyfunc (downloaded to a temporary folder, then removed)."""
+    with tempfile.TemporaryDirectory(prefix="percept-model-") as folder:
+        file = _download_weights(spec, tracking_uri, folder) if spec.startswith(MLFLOW_SCHEMES) else _local_file(spec)
+        try:
+            model, meta = load_model_file(file)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelSpecError(f"--model {spec}: {exc}") from None
+    if task is not None and meta["task"] != task:
+        raise ModelSpecError(f"--model {spec} was trained for task {meta['task']!r}, not {task!r}")
+    return model, meta
+
+
+def _local_file(spec: str) -> Path:
     path = Path(spec)
     file = path / "model.pt" if path.is_dir() else path
     if not file.is_file():
@@ -86,11 +91,11 @@ def model_file(spec: str, tracking_uri: str | None = None) -> Path:
     return file
 
 
-def _download_weights(uri: str, tracking_uri: str | None) -> Path:
+def _download_weights(uri: str, tracking_uri: str | None, folder: str) -> Path:
     import yaml
     from mlflow.artifacts import download_artifacts
 
-    uri, folder = uri.rstrip("/"), tempfile.mkdtemp(prefix="percept-model-")
+    uri = uri.rstrip("/")
     try:
         mlmodel = yaml.safe_load(Path(download_artifacts(f"{uri}/MLmodel", dst_path=folder,
                                                          tracking_uri=tracking_uri)).read_text())

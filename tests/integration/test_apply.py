@@ -125,8 +125,11 @@ def test_apply_and_export_on_the_command_line(model_dir, folder, tmp_path):
     assert np.abs(OnnxRunner(onnx_file).image(image).astype(int) - expected.astype(int)).max() <= 1
 
 
-def test_a_registered_model_is_found_by_its_uri(model_dir, tmp_path):
-    """models:/sr_x4/1 gives the model.pt artifact of the registered pyfunc (as register logs it)."""
+def test_a_registered_model_is_found_by_its_uri(model_dir, tmp_path, monkeypatch):
+    """models:/sr_x4/1 gives the model.pt artifact of the registered pyfunc (as register logs it),
+    and leaves nothing of the download behind."""
+    import tempfile
+
     import mlflow
 
     from pipelines.paths import Paths
@@ -139,8 +142,12 @@ def test_a_registered_model_is_found_by_its_uri(model_dir, tmp_path):
     with mlflow.start_run(experiment_id=experiment) as run:
         pass
     version = log_pyfunc(TASK, Paths(model_dir.parents[1]), run.info.run_id)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     engine, meta = load_engine(f"models:/{TASK}/{version}", TASK, InferenceConfig(tile=None), tracking_uri)
     local, _ = load_model_file(model_dir / "model.pt")
     image = photo(16, 20, 8)
     assert meta["task"] == TASK
+    assert list(scratch.iterdir()) == []
     np.testing.assert_array_equal(engine(image), Engine(local, 4, cfg=InferenceConfig(tile=None))(image))
