@@ -59,18 +59,15 @@ from pathlib import Path
 from ending import ending, load_average  # benchmarks/ending.py: run as scripts, this folder is on sys.path
 from typing import Any
 
-# Quiet, offline defaults (as the CLI sets them), before Ray / MLflow are imported; Ray's workers
-# inherit them through the raylet this process starts.
-for _key, _value in {
-    "NO_ALBUMENTATIONS_UPDATE": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "RAY_AUTH_MODE": "disabled",
-}.items():
-    os.environ.setdefault(_key, _value)
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from pipelines.env import apply_quiet_defaults, keep_freed_memory  # noqa: E402
+
+# As the CLI sets them, before Ray / MLflow are imported; Ray's workers inherit them through the
+# raylet this process starts.
+apply_quiet_defaults()
+keep_freed_memory()
 TASK = "sr_x4"
 METER_WINDOW = 20  # pipelines.train.ThroughputMeter's default window
 
@@ -549,7 +546,7 @@ def mlflow_log_cost(cfg, root: Path, n: int = 5) -> float:
     from pipelines import tracking
 
     client = tracking.client(cfg.mlflow, root)
-    exp = tracking.experiment_id(client, cfg.mlflow, root)
+    exp = tracking.experiment_id(client, cfg, root)
     run_id = client.create_run(exp, run_name="log-cost").info.run_id
     metrics = {f"loss_{k}": 0.1 for k in ("total", "pixel", "feature")}
     metrics.update(lr=1e-4, grad_norm=1.0, samples_per_s=10.0)
