@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 from pipelines.config import DEFAULT_PARAMS, ConfigError, load_config
-from pipelines.env import apply_quiet_defaults
+from pipelines.env import apply_quiet_defaults, keep_freed_memory
 from pipelines.paths import DATASETS_ENV
 
 apply_quiet_defaults()  # before the libraries are imported by the verbs
+keep_freed_memory()  # before the first large tensor (see pipelines/env.py)
 
 log = logging.getLogger("percept")
 

@@ -11,9 +11,10 @@
 
 from __future__ import annotations
 
-from pipelines.env import apply_quiet_defaults
+from pipelines.env import apply_quiet_defaults, keep_freed_memory
 
 apply_quiet_defaults()  # as the Makefile sets them, also when pytest is run by hand
+keep_freed_memory()  # as the percept command does
 
 import copy
 import functools
