@@ -29,9 +29,10 @@ test: install           ## the whole suite: unit, integration, end to end
 test-unit: install
 	$(BIN)/python -m pytest -m unit
 
-bench: install          ## data, training and inference benchmarks (figures in the README)
+bench: install          ## data, training, allocator and inference benchmarks (figures in the README)
 	$(BIN)/python benchmarks/data.py
 	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/infer.py
 
 clean:                  ## generated data only (the DVC cache keeps what was built)
