@@ -53,3 +53,26 @@ def test_a_style_net_moves_away_from_its_input_and_lowers_the_style_loss():
         moved = (model(held_out) - held_out).abs().mean().item()
     assert after < 0.5 * before, (before, after)
     assert moved > 0.05  # a stylised image, not the content image returned
+
+
+def test_the_vgg16_profile_gives_the_papers_style_layers(tmp_path, monkeypatch):
+    """PERCEPT_PROFILE=vgg16: torchvision's VGG-16 file is acquired and checked, and the style loss
+    takes Gram matrices at relu1_2, relu2_2, relu3_3, relu4_3 (a random file of its layout here)."""
+    from pipelines.config import load_config
+    from tests.unit.test_vgg import VGG16_TO_CONV4_1, save_torchvision_prefix
+
+    monkeypatch.setenv("PERCEPT_PROFILE", "vgg16")
+    cfg = load_config()
+    assert [w.name for w in cfg.acquire.weights] == ["vgg16-397923af.pth"]
+    assert cfg.feature_net.weights == "data/weights/vgg16-397923af.pth"
+    paper = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+    convs = [*VGG16_TO_CONV4_1, (19, 512, 512), (21, 512, 512)]  # up to conv4_3
+    fake = save_torchvision_prefix(tmp_path / "vgg16.pth", convs)
+    for task in ("style_wave", "style_candy"):
+        loss_cfg = cfg.task(task).loss
+        net = load_feature_net(cfg.feature_net.model_copy(update={"weights": str(fake)}), loss_cfg.needed_layers)
+        loss_fn = PerceptualLoss(loss_cfg, net, torch.rand(3, 64, 64))
+        assert net.kind == "torchvision_vgg16" and loss_fn.style_layers == paper
+        x = torch.rand(1, 3, 48, 48)
+        _, parts = loss_fn(x.flip(-1), x)
+        assert parts["style"] > 0 and parts["feature"] > 0
