@@ -67,3 +67,7 @@ def test_a_users_own_tunables_are_left_alone():
     mine = "glibc.malloc.arena_max=4"
     _, child = probe("keep", {**clean_env(), "GLIBC_TUNABLES": mine})
     assert child == mine
+
+
+def test_env_example_shows_the_value_percept_sets():
+    assert f"GLIBC_TUNABLES={MALLOC_TUNABLES}" in (ROOT / "infra" / "compose" / ".env.example").read_text()
