@@ -22,9 +22,9 @@ from training.inference import InferenceConfig
 from training.loop import OptimConfig
 from training.lpips import LpipsConfig
 from training.losses import LossConfig
-from training.models import TransformNetConfig
+from training.models import ModelConfig
 from training.quality import GateConfig
-from training.tasks import TASKS, Task, get_task
+from training.tasks import TASKS, Task, get_task, merge_model_block
 from training.vgg import FeatureNetConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -138,8 +138,9 @@ class TrainConfig(Strict):
     loader_workers: int = Field(1, ge=0, description="DataLoader processes per training worker")
     shuffle_buffer: int = Field(256, ge=1)
     data_order: Literal["resampled", "sequential"] = "resampled"
-    channels_last: bool = True
-    bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
+    channels_last: bool = Field(True, description="channels-last tensors: faster convolutions on GPUs and on CPUs (oneDNN)")
+    bf16: bool = Field(True, description="bf16 autocast where the hardware has it: CUDA, and CPUs with AVX512-BF16 or "
+                       "AMX (2-3x faster steps on a Zen 4 core); elsewhere fp32")
 
 
 class EvaluateConfig(Strict):
@@ -197,7 +198,9 @@ class TaskParams(Strict):
         # rather than falling back to the generic class defaults.
         if isinstance(data, dict) and data.get("task") in TASKS:
             defaults = TASKS[data["task"]].block_defaults()
-            data = {**data, **{k: {**d, **data[k]} for k, d in defaults.items() if isinstance(data.get(k), dict)}}
+            merged = {k: merge_model_block(d, data[k]) if k == "model" else {**d, **data[k]}
+                      for k, d in defaults.items() if isinstance(data.get(k), dict)}
+            data = {**data, **merged}
         return data
 
     @model_validator(mode="after")
@@ -217,7 +220,7 @@ def _task_params_model(task: Task) -> type[TaskParams]:
         task=(Literal[task.name], task.name),  # type: ignore[valid-type]
         degradation=(task.degradation, task.make_degradation()),
         options=(task.options, task.options()),
-        model=(TransformNetConfig, task.make_model_config()),
+        model=(ModelConfig, task.make_model_config()),
         loss=(LossConfig, task.make_loss_config()),
         optim=(OptimConfig, task.make_optim_config()),
     )

@@ -11,6 +11,7 @@ import enum
 import hashlib
 import io
 import warnings
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -110,3 +111,17 @@ def encode_png(rgb: np.ndarray) -> bytes:
 def decode_png(data: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as img:
         return np.asarray(img.convert("RGB") if img.mode not in ("RGB", "L") else img, dtype=np.uint8)
+
+
+def load_style_image(path: str | Path, side: int | None = None):
+    """A style image as a 1 x 3 x H x W float tensor in [0, 1]; with ``side``, resized (Lanczos)
+    so that its longer side is ``side`` pixels, which sets the scale of the strokes a model learns."""
+    import torch
+
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        if side is not None and max(img.size) != side:
+            ratio = side / max(img.size)
+            img = img.resize((max(1, round(img.width * ratio)), max(1, round(img.height * ratio))), Image.LANCZOS)
+        rgb = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(255.0)

@@ -20,7 +20,7 @@ import numpy as np
 
 from training.imresize import imresize_uint8
 from training.inference import Engine, InferenceConfig, load_model_file
-from training.models import TransformNet
+from torch import nn
 
 BASELINES = ("bicubic", "identity")
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
@@ -68,7 +68,7 @@ def load_engine(spec: str, task: str | None, settings: InferenceConfig,
     return Engine(model, meta["scale"], meta["model_config"]["in_channels"], settings), meta
 
 
-def load_network(spec: str, task: str | None, tracking_uri: str | None = None) -> tuple[TransformNet, dict[str, Any]]:
+def load_network(spec: str, task: str | None, tracking_uri: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The network ``spec`` names and its metadata: from a models/<task>/ folder, the file itself,
     or the weights artifact of an MLflow pyfunc (downloaded to a temporary folder, then removed)."""
     with tempfile.TemporaryDirectory(prefix="percept-model-") as folder:

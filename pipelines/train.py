@@ -31,14 +31,14 @@ from pipelines.paths import Paths
 from training.imresize import imresize_uint8
 from training.inference import model_from_state
 from training.metrics import psnr_sr
-from training.models import build_transform_net
+from training.models import build_transform_net, init_encoder
 from training.pairs import sample_seed
 from training.shards import pair_dataset, shard_urls
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 TRAINING_CODE = Path(__file__).resolve().parents[1] / "training"
-LOSS_KEYS = ["total", "pixel", "feature", "style", "tv"]
+LOSS_KEYS = ["total", "pixel", "feature", "style", "tv", "ssim", "colour"]
 
 
 @dataclass(frozen=True)
@@ -230,7 +230,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from training.loop import checkpoint_state, make_optimizer, restore_state, to_model_input, train_step
+    from training.loop import bf16_native, checkpoint_state, make_optimizer, restore_state, to_model_input, train_step
+    from pipelines.images import load_style_image
     from training.losses import PerceptualLoss
     from training.shards import train_batches
     from training.vgg import load_feature_net
@@ -242,14 +243,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.train.cpus_per_worker)
     device = ray.train.torch.get_device()
-    on_gpu = device.type == "cuda"
-    channels_last = on_gpu and cfg.train.channels_last
-    autocast = torch.bfloat16 if on_gpu and cfg.train.bf16 else None
+    channels_last = cfg.train.channels_last
+    autocast = torch.bfloat16 if cfg.train.bf16 and bf16_native(device) else None
 
     degradation = params.degradation
     model_config = params.model.model_copy(update={"in_channels": degradation.input_channels})
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts them)
     model = build_transform_net(model_config, degradation.input_scale)
+    if getattr(model, "encoder", None) is not None:  # a pretrained encoder (colornet): the feature net's weights
+        init_encoder(model, load_feature_net(cfg.feature_net, (model.encoder.layers[-1],)))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
@@ -257,7 +259,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     feature_net = None
     if params.loss.needs_features:
         feature_net = load_feature_net(cfg.feature_net, params.loss.needed_layers).to(device)
-    style = load_style_image(params.options.style_image, device) if params.loss.style_weight > 0 else None
+    style = None
+    if params.loss.style_weight > 0:
+        style = load_style_image(params.options.style_image, params.options.style_size).to(device)
     loss_fn = PerceptualLoss(params.loss, feature_net, style).to(device)
     optimizer, scheduler = make_optimizer(model, params.optim)
 
@@ -306,14 +310,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     torch.save(checkpoint_state(model, optimizer, scheduler, done, extra), Path(folder) / STATE_FILE)
                     saved = ray.train.Checkpoint.from_directory(folder)
                 ray.train.report({"step": done, **{f"loss_{k}": v for k, v in result.losses.items()}}, checkpoint=saved)
-
-
-def load_style_image(path: str, device: torch.device) -> torch.Tensor:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(255.0).to(device)
 
 
 def mean_over_ranks(values: dict[str, float], world: int, device: torch.device) -> dict[str, float]:

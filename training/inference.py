@@ -18,18 +18,18 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from training.models import TransformNet, TransformNetConfig, build_transform_net
+from training.models import ResNet, TransformNet, build_transform_net, parse_model_config
 from training.tiling import instance_norms, receptive_radius, tiled_forward
 
 
-def model_from_state(state: dict[str, Any]) -> TransformNet:
+def model_from_state(state: dict[str, Any]) -> TransformNet | ResNet:
     """The eval-mode network saved in a checkpoint or ``models/<task>/model.pt``."""
-    model = build_transform_net(TransformNetConfig(**state["model_config"]), state["scale"])
+    model = build_transform_net(parse_model_config(state["model_config"]), state["scale"])
     model.load_state_dict(state["model"])
     return model.eval()
 
 
-def load_model_file(path: str | Path) -> tuple[TransformNet, dict[str, Any]]:
+def load_model_file(path: str | Path) -> tuple[TransformNet | ResNet, dict[str, Any]]:
     """(network, its metadata: task, scale, model_config, step) from a ``model.pt`` file."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     missing = {"task", "scale", "model_config", "model"} - set(state)
@@ -80,11 +80,16 @@ class InferenceConfig(BaseModel):
 
 
 def downsampling(model: torch.nn.Module) -> int:
-    """The product of the conv strides: tiles must start on multiples of it (4 for the style net)."""
+    """The product of the conv strides and pixel-unshuffle factors: tiles must start on multiples
+    of it (4 for the style net, the unshuffle factor for a resnet)."""
+    if hasattr(model, "receptive_field"):
+        return model.receptive_field()[1]
     factor = 1
     for m in model.modules():
         if isinstance(m, torch.nn.Conv2d):
             factor *= m.stride[0]
+        elif isinstance(m, torch.nn.PixelUnshuffle):
+            factor *= m.downscale_factor
     return factor
 
 

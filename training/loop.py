@@ -82,6 +82,19 @@ def train_step(
     return StepResult(parts, grad_norm, lr)
 
 
+def bf16_native(device: torch.device) -> bool:
+    """Whether bf16 autocast speeds training up on ``device``: CUDA with bf16 support, or a CPU whose
+    oneDNN kernels have native bf16 (AVX512-BF16 or AMX). Elsewhere bf16 is emulated and slower
+    than fp32, so training stays in fp32 there."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        # Private helpers (torch.cpu); a later torch without them falls back to fp32.
+        checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        return any(check is not None and check() for check in checks)
+    return False
+
+
 def to_model_input(batch: torch.Tensor, in_channels: int, device: torch.device, channels_last: bool) -> torch.Tensor:
     """uint8 N x H x W x C -> float N x C x H x W in [0, 1] on ``device``."""
     x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)

@@ -80,6 +80,38 @@ def pixel_loss(a: Tensor, b: Tensor, kind: Literal["l1", "mse"] = "l1") -> Tenso
     raise ValueError(f"unknown pixel loss {kind!r}: use 'l1' or 'mse'")
 
 
+_SSIM_TAPS = torch.exp(-((torch.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
+_SSIM_TAPS = _SSIM_TAPS / _SSIM_TAPS.sum()
+
+
+def ssim(a: Tensor, b: Tensor) -> Tensor:
+    """Mean SSIM of two N x C x H x W images in [0, 1], per channel, as training.metrics.ssim
+    computes it on 8-bit images (11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, 'valid')."""
+    _same_shape(a, b)
+    c = a.shape[1]
+    taps = _SSIM_TAPS.to(a.device, torch.float32)
+    wx, wy = taps.view(1, 1, 1, 11).repeat(c, 1, 1, 1), taps.view(1, 1, 11, 1).repeat(c, 1, 1, 1)
+    with torch.autocast(device_type=a.device.type, enabled=False):  # variances are differences of squares
+        a, b = a.float(), b.float()
+
+        def blur(x: Tensor) -> Tensor:
+            return F.conv2d(F.conv2d(x, wx, groups=c), wy, groups=c)
+
+        mu_a, mu_b = blur(a), blur(b)
+        var_a, var_b, cov = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2, blur(a * b) - mu_a * mu_b
+        c1, c2 = 0.01**2, 0.03**2
+        return (((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))).mean()
+
+
+def colourfulness(x: Tensor) -> Tensor:
+    """Hasler and Suesstrunk's colourfulness per image (N), on the [0, 1] scale (x255 for
+    training.metrics.colourfulness): spread and mean of the opponent channels R-G and (R+G)/2-B."""
+    r, g, b = x[:, 0].flatten(1).float(), x[:, 1].flatten(1).float(), x[:, 2].flatten(1).float()
+    rg, yb = r - g, 0.5 * (r + g) - b
+    spread = (rg.var(1, correction=0) + yb.var(1, correction=0) + 1e-8).sqrt()
+    return spread + 0.3 * (rg.mean(1) ** 2 + yb.mean(1) ** 2 + 1e-8).sqrt()
+
+
 class LossConfig(BaseModel):
     """How the training loss is made (``loss:`` in params.yaml); every weight >= 0, at least one > 0.
 
@@ -96,11 +128,19 @@ class LossConfig(BaseModel):
     tv_weight: Weight = 0.0
     pixel_weight: Weight = 0.0
     pixel: Literal["l1", "mse"] = "l1"
+    # 1 - SSIM (RGB): what colorization is judged on beside PSNR; it punishes wrong or noisy
+    # chroma in dark regions, where L1 barely sees it.
+    ssim_weight: Weight = 0.0
+    # |colourfulness(output) - colourfulness(target)| per image: pixel losses alone fade an
+    # uncertain colorization to one sepia tint; this asks for the target's amount of colour.
+    colourfulness_weight: Weight = 0.0
 
     @model_validator(mode="after")
     def _something_to_optimise(self) -> LossConfig:
-        if not any(w > 0 for w in (self.feature_weight, self.style_weight, self.tv_weight, self.pixel_weight)):
-            raise ValueError("all loss weights are 0: set at least one of feature/style/tv/pixel_weight > 0")
+        weights = (self.feature_weight, self.style_weight, self.tv_weight, self.pixel_weight, self.ssim_weight,
+                   self.colourfulness_weight)
+        if not any(w > 0 for w in weights):
+            raise ValueError("all loss weights are 0: set at least one of feature/style/tv/pixel/ssim/colourfulness_weight > 0")
         if self.style_layers is not None:
             if not self.style_layers:
                 raise ValueError("style_layers is empty: list layers, or leave it unset for all of them")
@@ -192,6 +232,10 @@ class PerceptualLoss(nn.Module):
             parts["tv"] = cfg.tv_weight * total_variation_loss(output)
         if cfg.pixel_weight > 0:
             parts["pixel"] = cfg.pixel_weight * pixel_loss(output, target, cfg.pixel)
+        if cfg.ssim_weight > 0:
+            parts["ssim"] = cfg.ssim_weight * (1 - ssim(output, target))
+        if cfg.colourfulness_weight > 0:
+            parts["colour"] = cfg.colourfulness_weight * (colourfulness(output) - colourfulness(target)).abs().mean()
         total = torch.stack([p.float() for p in parts.values()]).sum()
         # One device sync for all the logged numbers instead of one per part.
         values = torch.stack([*(p.detach().float() for p in parts.values()), total.detach()]).tolist()

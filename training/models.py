@@ -1,13 +1,22 @@
-"""Image transformation networks of Johnson, Alahi, Fei-Fei 2016 ("Perceptual Losses for Real-Time
-Style Transfer and Super-Resolution", ECCV), written from the paper and its supplementary material.
+"""Image transformation networks: the paper's (``arch: johnson``) and a plain residual network for
+restoration (``arch: resnet``). ``model:`` in a task block picks one; ``build_transform_net`` builds it.
 
-Two shapes of the same family, chosen by the output/input ``scale``:
+``johnson``: Johnson, Alahi, Fei-Fei 2016 ("Perceptual Losses for Real-Time Style Transfer and
+Super-Resolution", ECCV), written from the paper and its supplementary material. Two shapes of the
+same family, chosen by the output/input ``scale``:
 
 - ``scale == 1`` (style transfer, denoising, deblurring, JPEG, colorization): the paper's style
   net (supplementary Table 1): 9x9 conv, two stride-2 convs down to 1/4 resolution, residual
   blocks, two x2 upsampling blocks back up, 9x9 conv out.
 - ``scale > 1`` (super-resolution): the paper's SR net (supplementary Table 2): 9x9 conv, residual
   blocks, all at the low input resolution, then ``log2(scale)`` x2 upsampling blocks, 9x9 conv out.
+
+``resnet``: residual blocks without normalisation at one resolution (EDSR, Lim et al. 2017), a
+sub-pixel tail (ESPCN, Shi et al. 2016) and a global skip, so the net learns a correction of its
+baseline. Optionally the body runs on a pixel-unshuffled input (FFDNet, Zhang et al. 2018): at 1/2
+or 1/4 resolution with 4x or 16x the channels, which widens the receptive field and cuts the cost
+per pixel. What restoration and SR need (measured in the README); the paper's down/up shape with
+instance norm is what style transfer needs.
 
 Images are float tensors in [0, 1], NCHW. ``forward`` never clamps (clamping kills gradients where
 the output leaves the range); callers clamp for display and for metrics.
@@ -18,11 +27,12 @@ Layout follows pytorch/examples ``fast_neural_style/neural_style/transformer_net
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Annotated, Any, Literal, Union
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 from torch import nn
 
 SCALES = (1, 2, 4, 8, 16)
@@ -42,6 +52,7 @@ class TransformNetConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    arch: Literal["johnson"] = "johnson"
     # Style net widths are channels, 2*channels, 4*channels: 32/64/128 in the paper (suppl. Table 1).
     channels: int = Field(32, ge=1, le=1024)
     # SR net width: 64 in the paper (suppl. Table 2).
@@ -214,14 +225,226 @@ class TransformNet(nn.Module):
             raise ValueError(f"input {w}x{h} is too small: reflection padding needs sides of at least {MIN_INPUT_SIZE}")
 
 
+class ResNetConfig(BaseModel):
+    """The residual restoration network (``arch: resnet``): see the module docstring."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    arch: Literal["resnet"] = "resnet"
+    channels: int = Field(64, ge=1, le=1024)
+    residual_blocks: int = Field(4, ge=0, le=64)
+    # The body runs at 1/unshuffle of the input resolution, on unshuffle**2 times the channels.
+    unshuffle: Literal[1, 2, 4, 8] = 1
+    # "rgb": the baseline (the input, or its bicubic upscale for SR) plus a learned RGB residual.
+    # "chroma": the input's luma with learned Cb and Cr (colorization: the gray input is kept
+    # exactly), predicted at the body's resolution and upsampled bilinearly: chroma varies slowly
+    # in photos, and per-pixel chroma noise costs far more SSIM than blur does (README).
+    predict: Literal["rgb", "chroma"] = "rgb"
+    in_channels: Literal[1, 3] = 3
+    out_channels: Literal[3] = 3
+
+
+class ColorNetConfig(BaseModel):
+    """Colorization (``arch: colornet``): a frozen pretrained encoder (the feature network up to
+    relu3_1, on the gray input at 1/``downsample`` resolution) gives the decoder what no net
+    trained from scratch for minutes learns, what things are; the decoder, residual blocks at
+    1/(4 x downsample) resolution, predicts Cb and Cr, upsampled bilinearly and added to the input's
+    luma, which is kept exactly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    arch: Literal["colornet"] = "colornet"
+    channels: int = Field(96, ge=1, le=1024)
+    residual_blocks: int = Field(4, ge=0, le=64)
+    downsample: Literal[1, 2, 4] = 2
+    # The feature network's layout (feature_net.kind once resolved); its weights are copied in
+    # from feature_net.weights before training and saved with the model.
+    encoder: Literal["vgg19_normalised", "torchvision_vgg16", "torchvision_vgg19"] = "vgg19_normalised"
+    in_channels: Literal[1, 3] = 3
+    out_channels: Literal[3] = 3
+
+
+def _arch_of(value: Any) -> str:
+    # Model files written before `arch` existed hold the paper's network.
+    return value.get("arch", "johnson") if isinstance(value, dict) else getattr(value, "arch", "johnson")
+
+
+# What `model:` in a task block (and `model_config` in a model file) may hold.
+ModelConfig = Annotated[
+    Union[Annotated[TransformNetConfig, Tag("johnson")], Annotated[ResNetConfig, Tag("resnet")],
+          Annotated[ColorNetConfig, Tag("colornet")]],
+    Discriminator(_arch_of),
+]
+_MODEL_CONFIG = TypeAdapter(ModelConfig)
+
+
+def parse_model_config(data: dict[str, Any]) -> TransformNetConfig | ResNetConfig | ColorNetConfig:
+    """A model config from plain data (a params block, or a model file's ``model_config``)."""
+    return _MODEL_CONFIG.validate_python(data)
+
+
+class PlainResidualBlock(nn.Module):
+    """conv3x3 - ReLU - conv3x3 plus the identity, no norm (EDSR: batch norm hurts restoration)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.relu(self.conv1(x)))
+
+
+# ITU-R BT.601 full-range YCbCr -> RGB (JPEG's), the inverse of the luma the Grayscale degradation takes.
+_CHROMA_TO_RGB = ((0.0, 1.402), (-0.344136, -0.714136), (1.772, 0.0))
+_LUMA = (0.299, 0.587, 0.114)
+
+
+class ResNet(nn.Module):
+    """``down`` (pixel unshuffle) - ``head`` - ``body`` (residual blocks) + ``body_out`` with a long
+    skip - ``tail`` (conv to out x factor**2 channels) - ``up`` (pixel shuffle by unshuffle x scale),
+    added to the baseline. ``tail`` is zero-initialised: the untrained net returns its baseline
+    exactly (the input, its bicubic upscale, or the gray input), so training starts there."""
+
+    global_skip = True  # training.tiling: the SR baseline's bicubic reaches 2 input pixels
+
+    def __init__(self, cfg: ResNetConfig, scale: int) -> None:
+        super().__init__()
+        _check_scale(scale)
+        self.cfg, self.scale = cfg, scale
+        u, c = cfg.unshuffle, cfg.channels
+        out = 2 if cfg.predict == "chroma" else cfg.out_channels
+        self.down = nn.PixelUnshuffle(u) if u > 1 else nn.Identity()
+        self.head = nn.Conv2d(cfg.in_channels * u * u, c, 3, padding=1)
+        self.body = nn.Sequential(*(PlainResidualBlock(c) for _ in range(cfg.residual_blocks)))
+        self.body_out = nn.Conv2d(c, c, 3, padding=1)
+        factor = u * scale
+        if cfg.predict == "chroma":
+            self.tail = nn.Conv2d(c, out, 3, padding=1)
+            self.up = nn.Upsample(scale_factor=factor, mode="bilinear", align_corners=False) if factor > 1 else nn.Identity()
+        else:
+            self.tail = nn.Conv2d(c, out * factor * factor, 3, padding=1)
+            self.up = nn.PixelShuffle(factor) if factor > 1 else nn.Identity()
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    @property
+    def first_conv(self) -> nn.Conv2d:
+        return self.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.cfg.in_channels:
+            raise ValueError(f"expected an N x {self.cfg.in_channels} x H x W tensor, got shape {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        u = self.cfg.unshuffle
+        if min(h, w) < max(2, u):
+            raise ValueError(f"input {w}x{h} is too small: sides of at least {max(2, u)} are needed")
+        # Reflect-pad to a multiple of the unshuffle factor, split as the paper's net splits it.
+        ph, pw = -h % u, -w % u
+        top, left = ph // 2, pw // 2
+        x_in = F.pad(x, (left, pw - left, top, ph - top), mode="reflect") if ph or pw else x
+        f = self.head(self.down(x_in))
+        residual = self.up(self.tail(self.body_out(self.body(f)) + f).float())
+        s = self.scale
+        residual = residual[..., top * s : (top + h) * s, left * s : (left + w) * s]
+        x = x.float()
+        if self.cfg.predict == "chroma":
+            return _add_chroma(_luma(x), residual)
+        rgb = x if x.shape[1] == 3 else x.repeat(1, 3, 1, 1)
+        base = rgb if s == 1 else F.interpolate(rgb, scale_factor=s, mode="bicubic", align_corners=False)
+        return base + residual
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    return x[:, :1] if x.shape[1] == 1 else sum(k * x[:, i : i + 1] for i, k in enumerate(_LUMA))
+
+
+def _add_chroma(luma: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
+    cb, cr = chroma[:, :1], chroma[:, 1:2]
+    return torch.cat([luma + a * cb + b * cr for a, b in _CHROMA_TO_RGB], dim=1)
+
+
+class ColorNet(nn.Module):
+    """``pool`` (1/downsample) - ``encoder`` (frozen feature network to relu3_1, 1/4 more) beside the
+    luma unshuffled to the same grid - ``head`` - ``body`` + ``body_out`` with a long skip - ``tail``
+    (Cb, Cr) - ``up`` (bilinear) - added to the luma. ``tail`` is zero-initialised: the untrained
+    net returns its gray input."""
+
+    def __init__(self, cfg: ColorNetConfig, scale: int) -> None:
+        super().__init__()
+        if scale != 1:
+            raise ValueError(f"colornet is for same-size tasks (scale 1), got scale {scale}")
+        from training.vgg import feature_net_skeleton  # training.vgg imports nothing from here
+
+        self.cfg, self.scale = cfg, scale
+        self.factor = f = 4 * cfg.downsample
+        self.pool = nn.AvgPool2d(cfg.downsample) if cfg.downsample > 1 else nn.Identity()
+        self.encoder = feature_net_skeleton(cfg.encoder, "relu3_1")
+        c = cfg.channels
+        self.head = nn.Conv2d(256 + f * f, c, 3, padding=1)
+        self.body = nn.Sequential(*(PlainResidualBlock(c) for _ in range(cfg.residual_blocks)))
+        self.body_out = nn.Conv2d(c, c, 3, padding=1)
+        self.tail = nn.Conv2d(c, 2, 3, padding=1)
+        self.up = nn.Upsample(scale_factor=f, mode="bilinear", align_corners=False)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    @property
+    def first_conv(self) -> nn.Conv2d:
+        return self.head
+
+    def receptive_field(self) -> tuple[int, int]:
+        """(radius in input pixels, alignment): the encoder path, then the decoder on its grid."""
+        from training.tiling import walk_radius
+
+        radius, step = walk_radius([self.pool, self.encoder])
+        radius, _ = walk_radius([self.head, self.body, self.body_out, self.tail, self.up], radius, step)
+        return math.ceil(radius), self.factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.cfg.in_channels:
+            raise ValueError(f"expected an N x {self.cfg.in_channels} x H x W tensor, got shape {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        f = self.factor
+        luma = _luma(x.float())
+        ph, pw = -h % f, -w % f
+        top, left = ph // 2, pw // 2
+        padded = F.pad(luma, (left, pw - left, top, ph - top), mode="reflect") if ph or pw else luma
+        with torch.no_grad():  # frozen: no gradient is needed below the decoder
+            features = self.encoder(self.pool(padded).expand(-1, 3, -1, -1))["relu3_1"]
+        z = self.head(torch.cat([features.to(padded.dtype), F.pixel_unshuffle(padded, f)], dim=1))
+        chroma = self.up(self.tail(self.body_out(self.body(z)) + z).float())
+        return _add_chroma(luma, chroma[..., top : top + h, left : left + w])
+
+
+def init_encoder(model: nn.Module, feature_net: nn.Module) -> bool:
+    """Copy a loaded feature network's weights into a model that embeds one (colornet); False if
+    the model has none. The layouts must match: the model's ``encoder`` is the feature_net kind."""
+    encoder = getattr(model, "encoder", None)
+    if encoder is None:
+        return False
+    if encoder.kind != feature_net.kind:
+        raise ValueError(f"the model's encoder is {encoder.kind} but the feature network is {feature_net.kind}: "
+                         f"set model.encoder to {feature_net.kind!r}")
+    wanted = encoder.state_dict()
+    encoder.load_state_dict({k: v for k, v in feature_net.state_dict().items() if k in wanted}, strict=True)
+    return True
+
+
 def _check_scale(scale: int) -> None:
     if isinstance(scale, bool) or not isinstance(scale, int) or scale not in SCALES:
         raise ValueError(f"scale must be a power of two in {', '.join(map(str, SCALES))}; got {scale!r}")
 
 
-def build_transform_net(cfg: TransformNetConfig, scale: int) -> TransformNet:
-    """The style net for ``scale == 1``, the SR net for ``scale`` in 2, 4, 8, 16."""
+def build_transform_net(cfg: TransformNetConfig | ResNetConfig | ColorNetConfig, scale: int) -> nn.Module:
+    """The network ``cfg.arch`` names: for ``johnson`` the style net at ``scale == 1`` and the SR net
+    at ``scale`` in 2, 4, 8, 16; ``resnet`` at any of those scales; ``colornet`` at scale 1."""
     _check_scale(scale)
+    if isinstance(cfg, ResNetConfig):
+        return ResNet(cfg, scale)
+    if isinstance(cfg, ColorNetConfig):
+        return ColorNet(cfg, scale)
     return TransformNet(cfg, scale)
 
 

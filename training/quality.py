@@ -138,9 +138,13 @@ class GateConfig(BaseModel):
     metric: str = Field("psnr_y", description="the primary metric; its direction comes from the metric")
     margin: float = Field(0.0, ge=0, description="the challenger must beat the champion by at least this")
     tolerances: dict[str, float] = Field(default_factory=dict, description="secondary metric -> largest allowed regression")
+    # Absolute bounds, whatever the primary metric says: a lower-is-better metric must not exceed
+    # its limit, a higher-is-better one must reach it (style: a content loss above the bound means
+    # the content is gone, however low the weighted total).
+    limits: dict[str, float] = Field(default_factory=dict, description="metric -> bound it must stay within")
 
     def check_metrics(self, reported: tuple[str, ...]) -> None:
-        for name in (self.metric, *self.tolerances):
+        for name in (self.metric, *self.tolerances, *self.limits):
             if name not in reported:
                 raise ValueError(f"promote metric {name!r} is not reported by this task (it reports {', '.join(reported)})")
 
@@ -157,10 +161,14 @@ def decide(gate: GateConfig, challenger: dict[str, float], incumbent: dict[str, 
     secondary metric regresses by more than its tolerance. ``incumbent`` is the champion's
     figures, or the baseline's (bicubic, the degraded input) when there is no champion yet."""
     names = (gate.metric, *gate.tolerances)
-    for name in names:
+    for name in (*names, *gate.limits):
         value = challenger.get(name)
         if value is None or math.isnan(value):  # a failed or diverged evaluation is never promoted
             return Decision(False, f"challenger {name} is {value}: not a valid evaluation")
+    for name, limit in gate.limits.items():
+        if better(name, challenger[name], limit) < 0:
+            side = "above" if not METRICS[name].higher_is_better else "below"
+            return Decision(False, f"{name} {challenger[name]:.4g} is {side} its limit {limit:.4g}")
     deltas = {name: better(name, challenger[name], incumbent[name]) for name in names}
     gain = deltas[gate.metric]
     if not gain >= gate.margin:

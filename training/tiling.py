@@ -73,23 +73,43 @@ def tile_grid(height: int, width: int, tile: int, overlap: int, align: int = 1) 
     return [Tile(y, y + th, x, x + tw, (ky0, ky1, kx0, kx1)) for y, ky0, ky1 in rows for x, kx0, kx1 in cols]
 
 
+def walk_radius(modules, radius: float = 0.0, step: float = 1.0) -> tuple[float, float]:
+    """(radius, step) after a chain of convolutions and resamplings, run in the order they were
+    registered; ``step`` is input pixels per feature pixel at that depth. Residual skips add nothing."""
+    for top in modules:
+        for m in top.modules():
+            if isinstance(m, nn.Conv2d):
+                radius += (m.kernel_size[0] - 1) // 2 * m.dilation[0] * step
+                step *= m.stride[0]
+            elif isinstance(m, nn.ConvTranspose2d):
+                step /= m.stride[0]
+                radius += (m.kernel_size[0] - 1) / 2 * step + step
+            elif isinstance(m, nn.Upsample):
+                # nearest: an output pixel reads the low-res pixel it falls in; bilinear: two of them
+                radius += step / 2 if m.mode == "nearest" else step
+                step /= float(m.scale_factor)
+            elif isinstance(m, nn.PixelShuffle):
+                step /= m.upscale_factor
+            elif isinstance(m, nn.PixelUnshuffle):
+                radius += (m.downscale_factor - 1) * step  # a cell reads every pixel in it
+                step *= m.downscale_factor
+            elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+                k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
+                stride = m.stride if isinstance(m.stride, int) else m.stride[0]
+                radius += (k - 1) * step
+                step *= stride
+            elif isinstance(m, (nn.ReflectionPad2d, nn.ZeroPad2d)):
+                pass  # the conv after it accounts for its kernel
+    return radius, step
+
+
 def receptive_radius(model: nn.Module) -> int:
-    """Input pixels on each side of an output pixel that can change it: an upper bound for a chain
-    of convolutions and resamplings run in the order they were registered (TransformNet's order;
-    residual skips add nothing). The SR global skip's bicubic reaches 2 input pixels."""
-    radius, step = 0.0, 1.0  # step: input pixels per feature pixel at this depth
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            radius += (m.kernel_size[0] - 1) // 2 * m.dilation[0] * step
-            step *= m.stride[0]
-        elif isinstance(m, nn.ConvTranspose2d):
-            step /= m.stride[0]
-            radius += (m.kernel_size[0] - 1) / 2 * step + step
-        elif isinstance(m, nn.Upsample):
-            radius += step / 2  # nearest: an output pixel reads the low-res pixel it falls in
-            step /= float(m.scale_factor)
-        elif isinstance(m, nn.PixelShuffle):
-            step /= m.upscale_factor
+    """Input pixels on each side of an output pixel that can change it: an upper bound. A network
+    with parallel paths says it itself (``receptive_field()``); otherwise its modules are walked in
+    registration order (the networks' order). The SR global skip's bicubic reaches 2 input pixels."""
+    if hasattr(model, "receptive_field"):
+        return model.receptive_field()[0]
+    radius, _ = walk_radius([model])
     if getattr(model, "global_skip", False):
         radius = max(radius, 2.0)
     return math.ceil(radius)

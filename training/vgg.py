@@ -206,6 +206,22 @@ def load_feature_net(cfg: FeatureNetConfig, layers: Sequence[str] | None = None)
     )
 
 
+def feature_net_skeleton(kind: str, layer: str, padding: str = "auto") -> FeatureNet:
+    """The architecture of a ``kind`` feature network up to ``layer``, with untrained weights: for a
+    model that embeds the network (colorization's encoder), whose weights come from the model's
+    own file or, before training, from :func:`load_feature_net`'s."""
+    if kind not in ("vgg19_normalised", "torchvision_vgg16", "torchvision_vgg19"):
+        raise FeatureNetError(f"unknown feature network kind {kind!r}")
+    layout = _layout(kind)
+    if layer not in layout.relus:
+        raise FeatureNetError(f"unknown feature layer {layer!r}: {kind} has {', '.join(layout.relus)}")
+    if padding == "auto":
+        padding = "zeros" if kind.startswith("torchvision") else "reflect"
+    body = _build_body(layout, layout.relus[layer], padding, ceil_mode=not kind.startswith("torchvision"))
+    return FeatureNet(body, {layer: layout.relus[layer]}, kind=kind, padding=padding, available_layers=(),
+                      imagenet_normalise=kind.startswith("torchvision"), source="(embedded)")
+
+
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise FeatureNetError(

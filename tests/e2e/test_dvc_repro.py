@@ -18,7 +18,7 @@ def tiny_params() -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["acquire"]["collections"] = [{"name": "T91", "dataset": "T91"}, {"name": "Set5", "dataset": "Set5"}]
     params["ingest"]["sources"] = [{"uri": "data/raw/T91", "split": "train"}, {"uri": "data/raw/Set5", "split": "val"}]
-    tiny_net = {"sr_channels": 8, "residual_blocks": 1}
+    tiny_net = {"channels": 8, "residual_blocks": 1}
     params["tasks"] = {
         "sr_x4": {"patch_size": 32, "patches_per_image": 2, "degradation": {"scale": 4},
                   "model": tiny_net, "optim": {"steps": 4, "batch_size": 2, "warmup_steps": 0}},

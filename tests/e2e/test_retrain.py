@@ -24,7 +24,7 @@ def retrain_params(incoming: Path) -> dict:
     params["ingest"]["sources"] = [{"uri": "data/raw/T91", "split": "train"}, {"uri": str(incoming), "split": "train"},
                                    {"uri": "data/raw/Set5", "split": "val"}]
     params["tasks"] = {"sr_x4": {"patch_size": 32, "patches_per_image": 2, "degradation": {"scale": 4},
-                                 "model": {"sr_channels": 8, "residual_blocks": 1},
+                                 "model": {"channels": 8, "residual_blocks": 1},
                                  "optim": {"steps": 20, "batch_size": 4, "lr": 2e-3, "warmup_steps": 0}}}
     params["train"].update(tasks=["sr_x4"], cpus_per_worker=1, checkpoint_every=10, log_every=10, loader_workers=0)
     params["evaluate"]["sets"] = {"Set5": "data/raw/Set5"}

@@ -40,7 +40,7 @@ def s3_params(endpoint: str, bucket: str) -> dict:
                                    {"uri": "data/raw/Set5", "split": "val"}]
     params["s3"] = {"endpoint_url": endpoint, "region": "us-east-1", "bucket": bucket, "prefix": PREFIX}
     params["tasks"] = {"sr_x4": {"patch_size": 32, "patches_per_image": 2, "degradation": {"scale": 4},
-                                 "model": {"sr_channels": 8, "residual_blocks": 1},
+                                 "model": {"channels": 8, "residual_blocks": 1},
                                  "optim": {"steps": 6, "batch_size": 2, "warmup_steps": 0}}}
     params["train"].update(tasks=["sr_x4"], cpus_per_worker=1, checkpoint_every=3, log_every=3, loader_workers=0)
     params["evaluate"]["sets"] = {"Set5": "data/raw/Set5"}

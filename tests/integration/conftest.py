@@ -56,7 +56,8 @@ def train_params(project: Path, tag: str, **overrides: Any) -> dict[str, Any]:
     own.mkdir(parents=True, exist_ok=True)
     params = deep_merge(data_params(project), {
         "tasks": {"sr_x4": {
-            "model": {"sr_channels": 8, "residual_blocks": 1, "norm": "instance"},
+            "model": {"channels": 8, "residual_blocks": 1},
+            "loss": {"feature_weight": 0.05},  # the feature term too, so its curve is logged
             "optim": {"steps": 40, "batch_size": 4, "lr": 2e-3, "warmup_steps": 0, "lr_schedule": "constant"},
         }},
         "feature_net": {"weights": str(VGG_WEIGHTS)},

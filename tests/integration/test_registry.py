@@ -37,7 +37,7 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
     (root / "data" / "shards" / TASK).mkdir(parents=True)
     (root / "data" / "shards" / TASK / "index.json").write_text('{"task": "sr_x4"}\n')
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["tasks"] = {TASK: {**params["tasks"][TASK], "model": {"sr_channels": 8, "residual_blocks": 1}}}
+    params["tasks"] = {TASK: {**params["tasks"][TASK], "model": {"channels": 8, "residual_blocks": 1}}}
     params["train"]["tasks"] = [TASK]
     params["feature_net"]["weights"] = str(SHARED / "weights" / "vgg_normalised_conv3_1.pth")
     params["evaluate"] = {"sets": {"val": str(root / "val")}}

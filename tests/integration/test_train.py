@@ -1,6 +1,6 @@
 """The train stage on a real (two-node, one-machine) Ray cluster: DDP, MLflow, faults, resume.
 
-Every run trains a tiny SR net (8 channels, 1 residual block, instance norm) on tiny shards
+Every run trains a tiny SR net (8 channels, 1 residual block) on tiny shards
 (24 patches of 32 px), so a run takes seconds. The module shares one 2-node Ray cluster of one
 CPU per node (``ray_cluster``: 1-CPU workers land one per node) and one set of shards
 (``sr_project``); each training gets its own project root (models/, plots/, checkpoints, MLflow
@@ -140,7 +140,7 @@ def test_two_workers_train_log_once_and_write_the_model(tmp_path, sr_project, ra
     assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "model.pt", "run.json"]
     run = json.loads((model_dir / "run.json").read_text())
     assert run["steps"] == steps and run["mlflow_run_id"] == outcome.mlflow_run_id and run["run_name"] == outcome.run_name
-    assert json.loads((model_dir / "config.json").read_text())["model"]["sr_channels"] == 8
+    assert json.loads((model_dir / "config.json").read_text())["model"]["channels"] == 8
     assert saved_model(project)["step"] == steps
 
     # One MLflow run for the whole training, finished. Rank 0 alone logs (the losses averaged over

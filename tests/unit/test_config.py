@@ -61,9 +61,9 @@ def test_shipped_params_load_typed(raw):
         (lambda d: d["ingest"].update(max_pixels=-5), "ingest.max_pixels", "greater than 0"),
         (lambda d: d["shard"].update(max_bytes=10), "shard.max_bytes", "greater than or equal to"),
         (lambda d: d["acquire"]["collections"].append({"name": "x", "files": [{"uri": "https://a/b.png", "sha256": "abc"}]}),
-         "acquire.collections.4.files.0.sha256", "64 hex"),
+         "acquire.collections.5.files.0.sha256", "64 hex"),
         (lambda d: d["acquire"]["collections"].append({"name": "T91", "dataset": "T91"}), "acquire.collections", "unique"),
-        (lambda d: d["acquire"]["collections"].append({"name": "y"}), "acquire.collections.4", "exactly one of"),
+        (lambda d: d["acquire"]["collections"].append({"name": "y"}), "acquire.collections.5", "exactly one of"),
         (lambda d: d.update(tasks={}), "(top level)", "at least one task"),
         (lambda d: d.pop("ingest"), "ingest", "Field required"),
     ],
@@ -160,7 +160,8 @@ def test_gpu_profile_merges_the_papers_recipe(raw, monkeypatch):
     cfg = parse_config(mutated(raw, lambda d: d.update(profile="gpu")))
     assert cfg.profile == "gpu"
     sr = cfg.task("sr_x4")
-    assert (sr.patch_size, sr.optim.batch_size, sr.optim.lr, sr.optim.steps) == (288, 4, 1e-3, 200_000)
+    assert (sr.patch_size, sr.optim.batch_size, sr.optim.lr, sr.optim.steps) == (288, 16, 1e-3, 200_000)
+    assert sr.model == parse_config(raw).task("sr_x4").model  # the same network as on the CPU
     assert sr.degradation.scale == 4  # untouched keys survive the merge
     assert cfg.task("style_wave").optim.steps == 40_000 and cfg.train.gpus_per_worker == 1
     monkeypatch.setenv("PERCEPT_PROFILE", "gpu")
@@ -177,8 +178,8 @@ def test_a_partial_block_keeps_the_tasks_own_defaults(raw):
     raw["tasks"]["sr_x4"]["model"] = {"residual_blocks": 2}
     params = parse_config(raw).task("sr_x4")
     sr = TASKS["sr_x4"]
-    assert params.optim.steps == 5 and params.optim.lr == sr.optim_defaults["lr"] != OptimConfig().lr
-    assert params.model.residual_blocks == 2 and params.model.norm == sr.model_defaults["norm"] != TransformNetConfig().norm
+    assert params.optim.steps == 5 and params.optim.batch_size == sr.optim_defaults["batch_size"] != OptimConfig().batch_size
+    assert params.model.residual_blocks == 2 and params.model.arch == sr.model_defaults["arch"] != TransformNetConfig().arch
 
 
 def test_a_dumped_config_parses_back_to_itself(raw):

@@ -1,0 +1,144 @@
+"""The residual restoration network (arch: resnet): shapes at every scale and unshuffle factor,
+hand-counted parameters, the untrained net returning its baseline exactly, chroma prediction that
+keeps the gray input's luma, tiles that match the whole image, and model configs by arch."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from pydantic import ValidationError
+
+from training.inference import Engine, InferenceConfig, downsampling, load_model_file
+from training.models import ResNet, ResNetConfig, TransformNet, TransformNetConfig, build_transform_net, count_parameters, parse_model_config
+from training.tasks import TASKS, merge_model_block
+from training.tiling import receptive_radius
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(before)
+
+
+def net(scale=1, **kw) -> ResNet:
+    return build_transform_net(ResNetConfig(**{"channels": 8, "residual_blocks": 1, **kw}), scale)
+
+
+def randomised(model: torch.nn.Module) -> torch.nn.Module:
+    for p in model.parameters():  # away from the zero-initialised tail, so every layer matters
+        p.data.normal_(0, 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("scale,unshuffle,in_ch,predict,h,w", [
+    (s, u, c, p, h, w) for (s, u), c, p, (h, w) in itertools.product(
+        [(1, 1), (1, 2), (1, 4), (2, 1), (4, 1), (8, 1), (4, 2)], (1, 3), ("rgb", "chroma"), [(13, 10), (16, 16), (9, 31)])
+    if not (p == "chroma" and s > 1)])
+def test_output_shape_for_every_scale_unshuffle_and_size(scale, unshuffle, in_ch, predict, h, w):
+    model = net(scale, unshuffle=unshuffle, in_channels=in_ch, predict=predict)
+    y = model(torch.rand(2, in_ch, h, w))
+    assert y.shape == (2, 3, h * scale, w * scale) and y.dtype == torch.float32 and torch.isfinite(y).all()
+
+
+def test_body_runs_at_the_unshuffled_resolution():
+    seen = {}
+    model = net(1, unshuffle=4)
+    model.body.register_forward_hook(lambda m, i, o: seen.__setitem__("hw", tuple(o.shape[-2:])))
+    model(torch.rand(1, 3, 37, 50))  # reflect-padded to 40 x 52
+    assert seen["hw"] == (10, 13)
+
+
+def conv(k: int, cin: int, cout: int) -> int:
+    return k * k * cin * cout + cout
+
+
+def test_parameter_counts_by_hand():
+    # sr_x4's default: head 3->64, 4 blocks of two 64->64 convs, body_out, tail 64 -> 3*16 (shuffle x4)
+    sr = conv(3, 3, 64) + 8 * conv(3, 64, 64) + conv(3, 64, 64) + conv(3, 64, 3 * 16)
+    assert sr == 1_792 + 8 * 36_928 + 36_928 + 27_696
+    assert count_parameters(build_transform_net(ResNetConfig(), 4)) == sr == 361_840
+    # denoise's default: the same body on a 2x unshuffled input (12 channels), tail 64 -> 3*4
+    restore = conv(3, 12, 64) + 9 * conv(3, 64, 64) + conv(3, 64, 12)
+    assert count_parameters(build_transform_net(ResNetConfig(unshuffle=2), 1)) == restore == 346_252
+    # chroma: two output channels at the body's resolution, upsampled bilinearly
+    chroma = conv(3, 16, 8) + 3 * conv(3, 8, 8) + conv(3, 8, 2)
+    assert count_parameters(net(1, unshuffle=4, in_channels=1, predict="chroma")) == chroma
+
+
+@pytest.mark.parametrize("scale,unshuffle", [(1, 1), (1, 2), (4, 1), (8, 1)])
+def test_untrained_net_returns_its_baseline_exactly(scale, unshuffle):
+    x = torch.rand(2, 3, 12, 20)
+    y = net(scale, unshuffle=unshuffle)(x)
+    expected = x if scale == 1 else F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+    torch.testing.assert_close(y, expected)
+
+
+@pytest.mark.parametrize("in_ch", [1, 3])
+def test_chroma_prediction_keeps_the_luma_of_its_gray_input(in_ch):
+    model = randomised(net(1, unshuffle=2, in_channels=in_ch, predict="chroma"))
+    gray = torch.rand(1, 1, 16, 24)
+    rgb = model(gray.repeat(1, in_ch, 1, 1))  # colorize feeds one channel, or three equal ones
+    luma = 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]
+    torch.testing.assert_close(luma, gray[:, 0], atol=1e-5, rtol=0)
+    assert (rgb[:, 0] - rgb[:, 2]).abs().max() > 0.01  # and it does add colour
+
+
+def test_gradients_reach_the_first_layer_after_one_step():
+    model = net(4)
+    x, target = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    (model(x) - target).abs().mean().backward()
+    assert model.head.weight.grad.abs().sum() == 0  # under a zero tail: nothing yet
+    assert model.tail.weight.grad.abs().sum() > 0
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    model.zero_grad()
+    (model(x) - target).abs().mean().backward()
+    assert model.head.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("scale,unshuffle,predict,tile", [(1, 2, "rgb", 48), (1, 4, "chroma", 96), (4, 1, "rgb", 24)])
+def test_tiles_match_the_whole_image(scale, unshuffle, predict, tile):
+    model = randomised(net(scale, unshuffle=unshuffle, predict=predict, residual_blocks=2))
+    image = np.random.default_rng(0).integers(0, 256, (101, 87, 3), dtype=np.uint8)
+    whole = Engine(model, scale, 3, InferenceConfig(tile=None))(image)
+    engine = Engine(model, scale, 3, InferenceConfig(tile=tile, batch=2))
+    assert engine.align == unshuffle and engine.overlap >= receptive_radius(model) and engine.overlap % unshuffle == 0
+    tiled = engine(image)
+    assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1
+
+
+def test_receptive_radius_and_alignment_count_the_unshuffle():
+    # unshuffle 2: a 2x2 cell (+1 px), then 7 convs of radius 1 at half resolution (+14 px)
+    model = net(1, unshuffle=2, residual_blocks=2)
+    assert receptive_radius(model) == 15 and downsampling(model) == 2
+    assert downsampling(net(1, unshuffle=4)) == 4 and downsampling(net(4)) == 1
+
+
+def test_model_configs_by_arch_and_old_files_without_one(tmp_path):
+    assert isinstance(parse_model_config({"arch": "resnet", "unshuffle": 2}), ResNetConfig)
+    assert isinstance(parse_model_config({"channels": 16}), TransformNetConfig)  # files written before `arch`
+    with pytest.raises(ValidationError):
+        parse_model_config({"arch": "resnet", "norm": "batch"})  # a johnson-only key
+    with pytest.raises(ValidationError):
+        parse_model_config({"arch": "unet"})
+    old = build_transform_net(TransformNetConfig(sr_channels=8, residual_blocks=1, norm="batch"), 4)
+    config = old.cfg.model_dump(mode="json")
+    config.pop("arch")
+    torch.save({"task": "sr_x4", "scale": 4, "model_config": config, "model": old.state_dict()}, tmp_path / "model.pt")
+    loaded, _ = load_model_file(tmp_path / "model.pt")
+    assert isinstance(loaded, TransformNet)
+
+
+def test_a_block_naming_another_arch_starts_from_that_networks_defaults():
+    defaults = TASKS["sr_x4"].model_defaults
+    assert defaults["arch"] == "resnet"
+    assert merge_model_block(defaults, {"channels": 32}) == {**defaults, "channels": 32}
+    assert merge_model_block(defaults, {"arch": "johnson", "norm": "batch"}) == {"arch": "johnson", "norm": "batch"}
+    paper = TASKS["sr_x4"].make_model_config({"arch": "johnson", "norm": "batch"})
+    assert isinstance(paper, TransformNetConfig) and paper.residual_blocks == 5
