@@ -251,7 +251,7 @@ def validate(task: Task, model: torch.nn.Module, datasets: Path, sets: list[str]
     engine = Engine(model, task.degradation.input_scale, task.degradation.input_channels,
                     InferenceConfig(device=str(task.device), tile=None, batch=1, bf16=False))
     cfg = task.cfg
-    tools = instruments(task.name, cfg, Path("/"))  # the config's paths are absolute (load_cfg)
+    tools = instruments(task.name, cfg, Path("/"), str(task.device))  # the config's paths are absolute (load_cfg)
     figures = {}
     for set_name in sets:
         images = load_image_set(datasets / set_name, task.name, cfg)

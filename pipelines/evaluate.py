@@ -95,14 +95,15 @@ class Instruments:
 LOSS_METRICS = frozenset({"content_loss", "style_loss", "perceptual_total"})
 
 
-def instruments(task: str, cfg: Config, root: Path = Path(".")) -> Instruments:
+def instruments(task: str, cfg: Config, root: Path = Path("."), device: str = "cpu") -> Instruments:
+    """The networks the task's metrics need, on ``device`` (the evaluate stage: the CPU)."""
     from training.vgg import load_feature_net
 
     names, params = cfg.reported_metrics(task), cfg.task(task)
     tools: dict[str, Any] = {}
     if "feature_distance" in names:
         layers = (params.loss.feature_layer,)
-        tools["feature_distance"] = FeatureDistance(load_feature_net(cfg.feature_net, layers), layers)
+        tools["feature_distance"] = FeatureDistance(load_feature_net(cfg.feature_net, layers).to(device), layers)
     if "lpips" in names:
         tools["lpips"] = Lpips(cfg.evaluate.lpips)
     if LOSS_METRICS & set(names):
@@ -112,7 +113,7 @@ def instruments(task: str, cfg: Config, root: Path = Path(".")) -> Instruments:
         net = load_feature_net(cfg.feature_net, params.loss.needed_layers) if params.loss.needs_features else None
         style_path = getattr(params.options, "style_image", None)
         style = load_style_image(root / style_path, params.options.style_size) if style_path and params.loss.style_weight > 0 else None
-        tools["perceptual"] = PerceptualScorer(PerceptualLoss(params.loss, net, style))
+        tools["perceptual"] = PerceptualScorer(PerceptualLoss(params.loss, net, style), device)
     return Instruments(**tools)
 
 

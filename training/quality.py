@@ -103,9 +103,10 @@ class FeatureDistance:
 
     @torch.inference_mode()
     def __call__(self, output: np.ndarray, target: np.ndarray) -> float:
+        device = next(self.net.parameters()).device
         if self._target is None or self._target[0] is not target:
-            self._target = (target, self.net(to_tensor(target, 3)))
-        ours, theirs = self.net(to_tensor(output, 3)), self._target[1]
+            self._target = (target, self.net(to_tensor(target, 3).to(device)))
+        ours, theirs = self.net(to_tensor(output, 3).to(device)), self._target[1]
         return float(np.mean([feature_reconstruction_loss(ours[k], theirs[k]).item() for k in self.layers]))
 
 
@@ -113,15 +114,16 @@ class PerceptualScorer:
     """A task's ``PerceptualLoss`` on whole 8-bit images, returning its weighted parts and total.
     The three loss metrics of one image ask for the same pair in a row: computed once."""
 
-    def __init__(self, loss: torch.nn.Module):
-        self.loss = loss.eval()
+    def __init__(self, loss: torch.nn.Module, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.loss = loss.eval().to(self.device)
         self._last: tuple[np.ndarray, np.ndarray, dict[str, float]] | None = None
 
     @torch.inference_mode()
     def __call__(self, output: np.ndarray, target: np.ndarray) -> dict[str, float]:
         if self._last is not None and self._last[0] is output and self._last[1] is target:
             return self._last[2]
-        pair = pair_to_tensor(output, target)
+        pair = pair_to_tensor(output, target).to(self.device)
         _, parts = self.loss(pair[:1], pair[1:])
         self._last = (output, target, parts)
         return parts
