@@ -191,12 +191,13 @@ class Task:
         optimizer, scheduler = make_optimizer(model, optim)
         return model, optimizer, scheduler, optim
 
-    def step(self, model, optimizer, scheduler, mode: str):
+    def step(self, model, optimizer, scheduler, mode: str, step: int | None = None):
+        """One training step; ``step`` None times the full loss (every term, also in a pixel-only start)."""
         from training.loop import train_step
 
         inputs, targets = self.batch(channels_last=mode.endswith("channels_last"))
         dtype = torch.bfloat16 if mode.startswith("bf16") else None
-        return train_step(model, self.loss, optimizer, scheduler, inputs, targets, self.params.optim.grad_clip, dtype)
+        return train_step(model, self.loss, optimizer, scheduler, inputs, targets, self.params.optim.grad_clip, dtype, step)
 
 
 def sync(device: torch.device) -> None:
@@ -232,7 +233,7 @@ def train_for(task: Task, mode: str, seconds: float, rate: float) -> tuple[torch
     sync(task.device)
     start, first, last = time.perf_counter(), None, None
     for i in range(steps):
-        result = task.step(model, optimizer, scheduler, mode)
+        result = task.step(model, optimizer, scheduler, mode, step=i)
         if i == 0:
             first = result.losses["total"]
     last = result.losses["total"]

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from pipelines import tracking
@@ -28,12 +27,9 @@ from pipelines.config import Config, parse_config
 from pipelines.env import apply_local_ray_defaults
 from pipelines.fsutil import atomic_write_text, sha256_file, staging_dir
 from pipelines.paths import Paths
-from training.imresize import imresize_uint8
-from training.inference import model_from_state
-from training.metrics import psnr_sr
 from training.models import build_transform_net, init_encoder
 from training.pairs import sample_seed
-from training.shards import pair_dataset, shard_urls
+from training.shards import shard_urls
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
@@ -47,7 +43,7 @@ class TrainOutcome:
     mlflow_run_id: str
     steps: int
     model_dir: Path
-    val: dict[str, float]
+    losses: dict[str, float]  # the last logged step's loss parts
 
 
 # ------------------------------------------------------------------------------------------
@@ -169,38 +165,15 @@ def train(task: str, cfg: Config, paths: Paths = Paths()) -> TrainOutcome:
         raise
     with result.checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
-    val = quick_validation(task, cfg, state, paths)
-    tracking.log_metrics(mlflow, run_id, {f"val_{k}": v for k, v in val.items()}, step=state["step"])
     write_model_dir(task, cfg, paths, state, name, run_id, exp_id, mlflow)
     mlflow.set_terminated(run_id, status="FINISHED")
-    groups = sorted(k.removeprefix("psnr_y_baseline_") for k in val if k.startswith("psnr_y_baseline_"))
-    per_set = "; ".join(f"{g} {val[f'psnr_y_{g}']:.2f} vs {val[f'psnr_y_baseline_{g}']:.2f}" for g in groups)
-    print(f"train {task}: {state['step']} steps -> {paths.models(task)}; val PSNR-Y (model vs baseline, dB): {per_set}")
-    return TrainOutcome(name, run_id, state["step"], paths.models(task), val)
-
-
-@torch.inference_mode()
-def quick_validation(task: str, cfg: Config, state: dict[str, Any], paths: Paths) -> dict[str, float]:
-    """Mean PSNR-Y of the model and of the baseline (bicubic for SR, the input otherwise) on the
-    val shards. The full protocol (SSIM, perceptual metrics, reports) is the evaluate stage's."""
-    model = model_from_state(state)
-    scale, in_channels = state["scale"], state["model_config"]["in_channels"]
-    ours, base, groups = [], [], []
-    for sample in pair_dataset(shard_urls(paths.shards(task), "val")):
-        lr, hr = sample["input"], sample["target"]
-        x = torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255.0)[:, :in_channels]
-        out = model(x).clamp(0, 1)[0].permute(1, 2, 0).mul(255.0).round().byte().numpy()
-        baseline = imresize_uint8(lr, scale=scale) if scale > 1 else lr
-        crop, channels = (scale if scale > 1 else 0), sample["meta"].get("source_channels", 3)
-        ours.append(psnr_sr(out, hr, crop, channels))
-        base.append(psnr_sr(baseline, hr, crop, channels))
-        groups.append(sample["meta"]["source_id"].split("_")[0])  # the collection, e.g. Set5
-    result = {"psnr_y": float(np.mean(ours)), "psnr_y_baseline": float(np.mean(base)), "images": float(len(ours))}
-    for group in sorted(set(groups)):
-        picked = [i for i, g in enumerate(groups) if g == group]
-        result[f"psnr_y_{group}"] = float(np.mean([ours[i] for i in picked]))
-        result[f"psnr_y_baseline_{group}"] = float(np.mean([base[i] for i in picked]))
-    return result
+    # The figures a user judges the model by come from the evaluate stage (whole images, the
+    # field's protocol, every metric of the task), which logs them into this same MLflow run.
+    losses = {k.removeprefix("loss_"): v for k, v in (result.metrics or {}).items() if k.startswith("loss_")}
+    parts = ", ".join(f"{k} {v:.4g}" for k, v in losses.items() if k != "total")
+    print(f"train {task}: {state['step']} steps -> {paths.models(task)}; last loss {losses.get('total', float('nan')):.4g}"
+          f"{f' ({parts})' if parts else ''}; `percept evaluate --task {task} --model {paths.models(task)}` scores it")
+    return TrainOutcome(name, run_id, state["step"], paths.models(task), losses)
 
 
 def write_model_dir(task: str, cfg: Config, paths: Paths, state: dict[str, Any], name: str, run_id: str, exp_id: str, mlflow) -> None:
@@ -291,7 +264,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             model, loss_fn, optimizer, scheduler,
             to_model_input(inputs, degradation.input_channels, device, channels_last),
             to_model_input(targets, 3, device, channels_last),
-            params.optim.grad_clip, autocast,
+            params.optim.grad_clip, autocast, step=step,
         )
         done = step + 1
         meter.tick()

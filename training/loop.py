@@ -63,14 +63,16 @@ def train_step(
     targets: torch.Tensor,
     grad_clip: float | None,
     autocast_dtype: torch.dtype | None = None,
+    step: int | None = None,
 ) -> StepResult:
-    """One optimisation step; bf16 autocast when a dtype is given (GPU)."""
+    """One optimisation step; bf16 autocast when a dtype is given. ``step`` goes to the loss
+    (its ``pixel_only_steps``)."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
     device_type = inputs.device.type
     with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
         output = model(inputs)
-        total, parts = loss_fn(output.float(), targets)
+        total, parts = loss_fn(output.float(), targets) if step is None else loss_fn(output.float(), targets, step=step)
     total.backward()
     if grad_clip is not None:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))

@@ -134,6 +134,9 @@ class LossConfig(BaseModel):
     # |colourfulness(output) - colourfulness(target)| per image: pixel losses alone fade an
     # uncertain colorization to one sepia tint; this asks for the target's amount of colour.
     colourfulness_weight: Weight = 0.0
+    # The first steps train on pixel L1 alone (weight 1, no feature network run): a PSNR-led start
+    # that the other terms then sharpen, as SRGAN and ESRGAN pretrain. 0: every term from step 0.
+    pixel_only_steps: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _something_to_optimise(self) -> LossConfig:
@@ -216,9 +219,14 @@ class PerceptualLoss(nn.Module):
     def style_grams(self) -> dict[str, Tensor]:
         return {layer: getattr(self, name) for layer, name in self._gram_names.items()}
 
-    def forward(self, output: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def forward(self, output: Tensor, target: Tensor, step: int | None = None) -> tuple[Tensor, dict[str, float]]:
+        """``step``: the optimiser step, for ``pixel_only_steps`` (None: every term)."""
         _same_shape(output, target)
         cfg = self.cfg
+        if step is not None and step < cfg.pixel_only_steps:
+            total = pixel_loss(output, target, cfg.pixel)
+            value = float(total.detach())
+            return total, {"pixel": value, "total": value}
         parts: dict[str, Tensor] = {}
         if self.feature_net is not None:
             feats_out = self.feature_net(output)

@@ -11,6 +11,8 @@ from PIL import Image
 from pydantic import ValidationError
 
 from training.losses import (
+    colourfulness,
+    ssim,
     LossConfig,
     PerceptualLoss,
     feature_reconstruction_loss,
@@ -233,3 +235,46 @@ def test_perceptual_loss_on_the_real_weights():
     second, _ = PerceptualLoss(LossConfig(), net)(model(x), target)
     assert second.item() < first.item()
     assert all(p.grad is None for p in net.parameters())
+
+
+def _to_unit(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+
+
+def test_ssim_and_colourfulness_terms_are_the_evaluation_metrics():
+    from training import metrics
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-40, 40, a.shape), 0, 255).astype(np.uint8)
+    assert abs(float(ssim(_to_unit(a), _to_unit(b))) - metrics.ssim(a, b)) < 1e-5
+    assert float(ssim(_to_unit(a), _to_unit(a))) == pytest.approx(1.0, abs=1e-6)
+    assert 255 * float(colourfulness(_to_unit(a))[0]) == pytest.approx(metrics.colourfulness(a), rel=1e-4)
+    gray = np.repeat(a[..., :1], 3, axis=2)
+    assert float(colourfulness(_to_unit(gray))[0]) < 1e-3
+
+
+def test_ssim_and_colourfulness_parts_pull_the_way_they_should():
+    torch.manual_seed(0)
+    target = torch.rand(2, 3, 24, 24)
+    loss = PerceptualLoss(LossConfig(feature_weight=0, pixel_weight=0, ssim_weight=2.0, colourfulness_weight=0.5), None)
+    total, parts = loss(target, target)
+    assert set(parts) == {"ssim", "colour", "total"} and float(total) == pytest.approx(0.0, abs=1e-5)
+    gray = target.mean(1, keepdim=True).repeat(1, 3, 1, 1).requires_grad_(True)
+    total, parts = loss(gray, target)
+    assert parts["ssim"] > 0 and parts["colour"] > 0
+    total.backward()
+    assert gray.grad.abs().sum() > 0
+    with pytest.raises(ValidationError, match="all loss weights are 0"):
+        LossConfig(feature_weight=0, ssim_weight=0, colourfulness_weight=0)
+
+
+def test_pixel_only_steps_train_on_l1_alone_then_on_every_term(random_net):
+    cfg = LossConfig(feature_weight=1.0, pixel_weight=0.1, pixel_only_steps=3)
+    loss = PerceptualLoss(cfg, random_net)
+    out, target = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    early_total, early = loss(out, target, step=2)
+    assert set(early) == {"pixel", "total"} and float(early_total) == pytest.approx(float((out - target).abs().mean()))
+    _, late = loss(out, target, step=3)
+    assert set(late) == {"feature", "pixel", "total"}
+    assert late == loss(out, target)[1]  # no step: every term

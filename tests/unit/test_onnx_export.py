@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from training.inference import Engine, InferenceConfig
-from training.models import TransformNetConfig, build_transform_net
+from training.models import ColorNetConfig, ResNetConfig, TransformNetConfig, build_transform_net
 from training.onnx_export import OnnxRunner, export_onnx
 
 from tests.unit.test_inference import randomised  # random weights and running statistics
@@ -17,6 +17,11 @@ CASES = {
     "sr_x4 batch norm": (TransformNetConfig(sr_channels=8, residual_blocks=1, norm="batch", global_skip=True), 4),
     # the style net's shape: downsamples by 4 and pads inside forward; instance norm
     "style instance norm": (TransformNetConfig(channels=4, residual_blocks=1, norm="instance"), 1),
+    # the default restoration net: a 2x unshuffled body, a sub-pixel tail, the input as its baseline
+    "denoise resnet": (ResNetConfig(channels=8, residual_blocks=1, unshuffle=2), 1),
+    "sr_x4 resnet": (ResNetConfig(channels=8, residual_blocks=1), 4),
+    # colorization: the VGG encoder (max-pooling, reflection pads) on a 1/2 grid, chroma upsampled
+    "colorize colornet": (ColorNetConfig(channels=8, residual_blocks=1), 1),
 }
 
 

@@ -55,6 +55,26 @@ def test_gate_on_a_lower_is_better_metric():
     assert not decide(gate, {"feature_distance": 1.2}, {"feature_distance": 1.0}, "baseline").promote
 
 
+def test_a_limit_holds_whatever_the_primary_metric_says():
+    """Style: a model that paints over its input has a low weighted total and a high content loss."""
+    gate = GateConfig(metric="perceptual_total", limits={"content_loss": 8.0})
+    baseline = {"perceptual_total": 15.0, "content_loss": 0.0}
+    erased = decide(gate, {"perceptual_total": 4.0, "content_loss": 11.9}, baseline, "the baseline")
+    assert not erased.promote and "content_loss 11.9 is above its limit 8" in erased.reason
+    kept = decide(gate, {"perceptual_total": 6.0, "content_loss": 3.4}, baseline, "the baseline")
+    assert kept.promote
+    floor = GateConfig(metric="psnr", limits={"colourfulness": 20.0})  # a higher-is-better limit is a floor
+    faded = decide(floor, {"psnr": 21.0, "colourfulness": 12.0}, {"psnr": 18.0, "colourfulness": 0.0}, "the baseline")
+    assert not faded.promote and "below its limit" in faded.reason
+    assert not decide(gate, {"perceptual_total": 4.0}, baseline, "the baseline").promote  # no figure: never
+
+
+def test_the_style_gate_bounds_the_content_loss():
+    from training.tasks import TASKS
+
+    assert TASKS["style"].make_gate_config().limits == {"content_loss": 8.0}
+
+
 def test_gate_metrics_must_be_reported_by_the_task(make_config):
     from pipelines.config import ConfigError
 

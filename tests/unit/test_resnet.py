@@ -142,3 +142,61 @@ def test_a_block_naming_another_arch_starts_from_that_networks_defaults():
     assert merge_model_block(defaults, {"arch": "johnson", "norm": "batch"}) == {"arch": "johnson", "norm": "batch"}
     paper = TASKS["sr_x4"].make_model_config({"arch": "johnson", "norm": "batch"})
     assert isinstance(paper, TransformNetConfig) and paper.residual_blocks == 5
+
+
+# --- colornet ------------------------------------------------------------------------------------
+
+from training.models import ColorNet, ColorNetConfig, init_encoder  # noqa: E402
+from training.vgg import FeatureNetConfig, load_feature_net  # noqa: E402
+
+
+def colornet(**kw) -> ColorNet:
+    return build_transform_net(ColorNetConfig(**{"channels": 8, "residual_blocks": 1, **kw}), 1)
+
+
+@pytest.mark.parametrize("in_ch,downsample,h,w", [(3, 2, 37, 50), (1, 2, 64, 64), (3, 1, 20, 13), (3, 4, 33, 70)])
+def test_colornet_shape_keeps_the_luma_and_starts_gray(in_ch, downsample, h, w):
+    model = colornet(in_channels=in_ch, downsample=downsample)
+    gray = torch.rand(2, 1, h, w)
+    y = model(gray.repeat(1, in_ch, 1, 1))
+    assert y.shape == (2, 3, h, w)
+    torch.testing.assert_close(y, gray.repeat(1, 3, 1, 1))  # zero tail: the gray input itself
+    randomised(model)
+    y = model(gray.repeat(1, in_ch, 1, 1))
+    torch.testing.assert_close(0.299 * y[:, 0] + 0.587 * y[:, 1] + 0.114 * y[:, 2], gray[:, 0], atol=1e-5, rtol=0)
+    assert (y[:, 0] - y[:, 2]).abs().max() > 0.01
+
+
+def test_colornet_parameters_and_a_frozen_encoder():
+    model = colornet()
+    decoder = conv(3, 256 + 64, 8) + 3 * conv(3, 8, 8) + conv(3, 8, 2)
+    encoder = 3 * 3 + 3 + conv(3, 3, 64) + conv(3, 64, 64) + conv(3, 64, 128) + conv(3, 128, 128) + conv(3, 128, 256)
+    assert encoder == 555_340
+    assert count_parameters(model) == decoder + encoder
+    model.train()
+    randomised(model)
+    model(torch.rand(2, 3, 32, 32)).mean().backward()
+    assert all(p.grad is None for p in model.encoder.parameters()) and model.head.weight.grad is not None
+
+
+def test_colornet_encoder_starts_as_the_feature_network():
+    feature_net = load_feature_net(FeatureNetConfig(kind="random", seed=3), ("relu3_1",))
+    model = colornet()
+    assert not torch.equal(model.encoder.body[2].weight, feature_net.body[2].weight)
+    assert init_encoder(model, feature_net)
+    for key, value in feature_net.state_dict().items():
+        torch.testing.assert_close(model.encoder.state_dict()[key], value)
+    assert not init_encoder(net(1), feature_net)  # nothing to copy into a resnet
+    with pytest.raises(ValueError, match="encoder"):
+        init_encoder(colornet(encoder="torchvision_vgg16"), feature_net)
+
+
+def test_colornet_tiles_match_the_whole_image_and_align_to_its_grid():
+    model = randomised(colornet(residual_blocks=2))
+    gray = np.random.default_rng(0).integers(0, 256, (150, 131), dtype=np.uint8)
+    image = np.repeat(gray[..., None], 3, axis=2)
+    whole = Engine(model, 1, 3, InferenceConfig(tile=None))(image)
+    engine = Engine(model, 1, 3, InferenceConfig(tile=200, batch=2))
+    assert engine.align == 8 and engine.overlap >= receptive_radius(model) > 40
+    tiled = engine(image)
+    assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1
