@@ -8,9 +8,9 @@ same per-task networks and losses as the CPU default at the paper's patch sizes)
 
 1. training pairs cut from the images (the task's own degradation, a process per core), put on
    the device, so the step is measured without a loader (the sample stream is a separate figure);
-2. the training step (model forward and backward, loss, Adam) in fp32 (TF32 convolutions), bf16
-   autocast, and bf16 + channels-last: samples/s, TFLOP/s (FlopCounterMode, conv and matmul only)
-   and the share of ``--peak-tflops``;
+2. the training step (model forward and backward, loss, Adam) in fp32 (TF32 convolutions on a
+   GPU), channels-last, bf16 autocast, and bf16 + channels-last: samples/s, TFLOP/s
+   (FlopCounterMode, conv and matmul only) and the share of ``--peak-tflops``;
 3. ``--seconds`` of training in the fastest mode (cosine schedule over the steps that fit), then
    the task's validation figures on Set5 and Set14 against the baseline, by the protocol
    ``percept evaluate`` follows;
@@ -22,6 +22,7 @@ the test suite does, so this script never rots between GPU sessions.
 
     bash benchmarks/gpu.sh                                  # on the GPU machine (see that file)
     python benchmarks/gpu.py --tiny --device cpu --out /tmp/gpu   # what the tests run
+    python benchmarks/gpu.py --device cpu --profile '' --steps-only --pairs 64   # the CPU default's step, 4 ways
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 from pipelines.config import Config, parse_config  # noqa: E402
 from training.pairs import sample_seed, train_pair  # noqa: E402
 
-MODES = ("fp32", "bf16", "bf16+channels_last")
+MODES = ("fp32", "channels_last", "bf16", "bf16+channels_last")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
@@ -75,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100/H200 SXM: 989)")
     p.add_argument("--infer-size", type=int, default=1024, help="output side for the latency figure (default: %(default)s)")
     p.add_argument("--tiny", action="store_true", help="toy sizes: patches 32 px, 2 timed steps, 2 s of training")
+    p.add_argument("--steps-only", action="store_true", help="only the step timings (no training, validation or latency): "
+                   "with --device cpu --profile '' the precision and memory-format ratios of the CPU default")
     p.add_argument("--out", type=Path, help="write results.json (and the tables) here")
     return p.parse_args(argv)
 
@@ -143,27 +146,16 @@ class Task:
     """One task's network, loss and optimiser on the device, fed from pairs held on the device."""
 
     def __init__(self, name: str, cfg: Config, pairs: tuple[np.ndarray, np.ndarray], device: torch.device) -> None:
-        from pipelines.images import load_style_image
-        from training.losses import PerceptualLoss
+        from pipelines.pretrained import init_pretrained, task_loss
         from training.models import build_transform_net
-        from training.vgg import load_feature_net
 
         self.name, self.cfg, self.device = name, cfg, device
         self.params = params = cfg.task(name)
         self.degradation = params.degradation
         self.model_config = params.model.model_copy(update={"in_channels": self.degradation.input_channels})
-        self.build = lambda: build_transform_net(self.model_config, self.degradation.input_scale)
-        encoder = None
-        if self.model_config.arch == "colornet":  # its encoder starts as the feature network
-            encoder = load_feature_net(cfg.feature_net, ("relu3_1",))
-        self.encoder = encoder
-        feature_net = None
-        if params.loss.needs_features:
-            feature_net = load_feature_net(cfg.feature_net, params.loss.needed_layers).to(device)
-        style = None
-        if params.loss.style_weight > 0:
-            style = load_style_image(params.options.style_image, params.options.style_size).to(device)
-        self.loss = PerceptualLoss(params.loss, feature_net, style).to(device)
+        self.build = lambda: init_pretrained(build_transform_net(self.model_config, self.degradation.input_scale),
+                                             cfg.feature_net)
+        self.loss = task_loss(params, cfg.feature_net, Path("/"), device)  # load_cfg made the paths absolute
         self.inputs = torch.from_numpy(pairs[0]).to(device)
         self.targets = torch.from_numpy(pairs[1]).to(device)
         self.generator = torch.Generator(device="cpu").manual_seed(0)
@@ -178,13 +170,8 @@ class Task:
     def fresh(self, channels_last: bool, steps: int):
         from training.loop import make_optimizer
 
-        from training.models import init_encoder
-
         torch.manual_seed(0)
-        model = self.build()
-        if self.encoder is not None:
-            init_encoder(model, self.encoder)
-        model = model.to(self.device)
+        model = self.build().to(self.device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         optim = self.params.optim.model_copy(update={"steps": max(1, steps)})
@@ -288,8 +275,8 @@ def latency(kind: str, model: torch.nn.Module, scale: int, in_channels: int, siz
 
 
 def table(results: dict[str, Any], peak: float) -> str:
-    lines = ["| task | step GFLOP/sample | fp32 | bf16 | bf16+CL | best TFLOP/s (% of peak) | trained | loss first -> last | Set5 | Set14 |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| task | step GFLOP/sample | fp32 | CL | bf16 | bf16+CL (samples/s) | best TFLOP/s (% of peak) | trained | "
+             "loss first -> last | validation |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in results["tasks"].items():
         if "error" in r:
             lines.append(f"| {name} | error: {r['error']} | | | | | | | | |")
@@ -298,20 +285,35 @@ def table(results: dict[str, Any], peak: float) -> str:
         best = max(rates, key=rates.get)
         tflops = rates[best] * r["gflop_per_sample"] / 1000
         val = []
-        for set_name in list(r["validation"])[:2]:
-            v = r["validation"][set_name]
+        for set_name, v in r.get("validation", {}).items():
             head = next(iter(v))
-            val.append(f"{head} {v[head]:.4g} vs {v['baseline_' + head]:.4g}")
-        t = r["training"]
-        lines.append(f"| {name} | {r['gflop_per_sample']:.2f} | {rates['fp32']:.0f} | {rates['bf16']:.0f} | "
-                     f"{rates['bf16+channels_last']:.0f} | {tflops:.1f} ({100 * tflops / peak:.1f} %) | "
-                     f"{t['steps']} steps, {t['seconds']:.0f} s, {t['samples_per_s']:.0f}/s | "
-                     f"{t['loss_first']:.4g} -> {t['loss_last']:.4g} | {' | '.join(val)} |")
+            val.append(f"{set_name} {head} {v[head]:.4g} vs {v['baseline_' + head]:.4g}")
+        t = r.get("training")
+        trained = f"{t['steps']} steps, {t['seconds']:.0f} s, {t['samples_per_s']:.0f}/s" if t else "-"
+        losses = f"{t['loss_first']:.4g} -> {t['loss_last']:.4g}" if t else "-"
+        lines.append(f"| {name} | {r['gflop_per_sample']:.2f} | " + " | ".join(f"{rates[m]:.0f}" for m in MODES) +
+                     f" | {tflops:.2f} ({100 * tflops / peak:.1f} %) | {trained} | {losses} | {'; '.join(val) or '-'} |")
     if results.get("latency"):
-        lines += ["", f"| network | {' | '.join(MODES)} (ms per {results['infer_size']}² image) |", "| --- | --- |"]
+        lines += ["", f"| network | {' | '.join(MODES)} (ms per {results['infer_size']}² image) |",
+                  "| --- |" + " --- |" * len(MODES)]
         for kind, ms in results["latency"].items():
             lines.append(f"| {kind} | {' | '.join(f'{ms[m]:.2f}' for m in MODES)} |")
     return "\n".join(lines)
+
+
+def train_and_validate(task: Task, entry: dict[str, Any], args: argparse.Namespace, device: torch.device,
+                       latencies: dict[str, dict[str, float]], seen_nets: set[str]) -> None:
+    """``--seconds`` of training in the fastest mode, validation, and (once per network) latency."""
+    best = max(entry["samples_per_s"], key=entry["samples_per_s"].get)
+    model, entry["training"] = train_for(task, best, args.seconds, entry["samples_per_s"][best])
+    entry["training"]["mode"] = best
+    entry["validation"] = validate(task, model, args.datasets, args.val_sets.split(","), args.tiny)
+    net_key = json.dumps([task.model_config.model_dump(), task.degradation.input_scale], sort_keys=True)
+    if net_key not in seen_nets:  # one latency figure per distinct network
+        seen_nets.add(net_key)
+        kind = f"{task.name} ({task.model_config.arch})"
+        latencies[kind] = latency(kind, task.build(), task.degradation.input_scale, task.degradation.input_channels,
+                                  args.infer_size, device, 3 if args.tiny else 20)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,17 +349,10 @@ def main(argv: list[str] | None = None) -> int:
                                          "arch": task.model_config.arch}
                 entry["gflop_per_sample"] = count_step_flops(task) / task.params.optim.batch_size / 1e9
                 entry["samples_per_s"] = {mode: time_mode(task, mode, args.timed_steps) for mode in MODES}
-                best = max(entry["samples_per_s"], key=entry["samples_per_s"].get)
-                model, entry["training"] = train_for(task, best, args.seconds, entry["samples_per_s"][best])
-                entry["training"]["mode"] = best
-                entry["validation"] = validate(task, model, args.datasets, args.val_sets.split(","), args.tiny)
-                kind = f"{name} ({task.model_config.arch})"
-                net_key = json.dumps([task.model_config.model_dump(), task.degradation.input_scale], sort_keys=True)
-                if net_key not in seen_nets:  # one latency figure per distinct network
-                    seen_nets.add(net_key)
-                    results["latency"][kind] = latency(kind, task.build(), task.degradation.input_scale,
-                                                       task.degradation.input_channels, args.infer_size, device,
-                                                       3 if args.tiny else 20)
+                fp32 = entry["samples_per_s"]["fp32"]
+                log(f"{name}: " + ", ".join(f"{m} {v:.1f}/s (x{v / fp32:.2f})" for m, v in entry["samples_per_s"].items()))
+                if not args.steps_only:
+                    train_and_validate(task, entry, args, device, results["latency"], seen_nets)
             except Exception as exc:  # one broken task must not cost the others their figures
                 traceback.print_exc()
                 entry = {"error": f"{type(exc).__name__}: {exc}"}

@@ -107,13 +107,9 @@ def instruments(task: str, cfg: Config, root: Path = Path("."), device: str = "c
     if "lpips" in names:
         tools["lpips"] = Lpips(cfg.evaluate.lpips)
     if LOSS_METRICS & set(names):
-        from pipelines.images import load_style_image
-        from training.losses import PerceptualLoss
+        from pipelines.pretrained import task_loss
 
-        net = load_feature_net(cfg.feature_net, params.loss.needed_layers) if params.loss.needs_features else None
-        style_path = getattr(params.options, "style_image", None)
-        style = load_style_image(root / style_path, params.options.style_size) if style_path and params.loss.style_weight > 0 else None
-        tools["perceptual"] = PerceptualScorer(PerceptualLoss(params.loss, net, style), device)
+        tools["perceptual"] = PerceptualScorer(task_loss(params, cfg.feature_net, root, device), device)
     return Instruments(**tools)
 
 

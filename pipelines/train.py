@@ -27,7 +27,7 @@ from pipelines.config import Config, parse_config
 from pipelines.env import apply_local_ray_defaults
 from pipelines.fsutil import atomic_write_text, sha256_file, staging_dir
 from pipelines.paths import Paths
-from training.models import build_transform_net, init_encoder
+from training.models import build_transform_net
 from training.pairs import sample_seed
 from training.shards import shard_urls
 
@@ -203,11 +203,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    from pipelines.pretrained import init_pretrained, task_loss
     from training.loop import bf16_native, checkpoint_state, make_optimizer, restore_state, to_model_input, train_step
-    from pipelines.images import load_style_image
-    from training.losses import PerceptualLoss
     from training.shards import train_batches
-    from training.vgg import load_feature_net
 
     cfg = parse_config(config["params"])
     task = config["task"]
@@ -223,19 +221,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model_config = params.model.model_copy(update={"in_channels": degradation.input_channels})
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts them)
     model = build_transform_net(model_config, degradation.input_scale)
-    if getattr(model, "encoder", None) is not None:  # a pretrained encoder (colornet): the feature net's weights
-        init_encoder(model, load_feature_net(cfg.feature_net, (model.encoder.layers[-1],)))
+    init_pretrained(model, cfg.feature_net)  # colornet: its encoder starts as the feature network
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
-
-    feature_net = None
-    if params.loss.needs_features:
-        feature_net = load_feature_net(cfg.feature_net, params.loss.needed_layers).to(device)
-    style = None
-    if params.loss.style_weight > 0:
-        style = load_style_image(params.options.style_image, params.options.style_size).to(device)
-    loss_fn = PerceptualLoss(params.loss, feature_net, style).to(device)
+    loss_fn = task_loss(params, cfg.feature_net, device=device)  # worker_params made its paths absolute
     optimizer, scheduler = make_optimizer(model, params.optim)
 
     start = 0

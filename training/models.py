@@ -196,6 +196,11 @@ class TransformNet(nn.Module):
     def first_conv(self) -> nn.Conv2d:
         return self.head[0][0].conv
 
+    @property
+    def last_conv(self) -> nn.Conv2d:
+        """The output conv (zero-initialised when there is a global skip)."""
+        return self.out.conv
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         h, w = x.shape[-2:]
@@ -333,6 +338,11 @@ class ResNet(nn.Module):
     def first_conv(self) -> nn.Conv2d:
         return self.head
 
+    @property
+    def last_conv(self) -> nn.Conv2d:
+        """The output conv (zero-initialised: the net starts as its skip path)."""
+        return self.tail
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.cfg.in_channels:
             raise ValueError(f"expected an N x {self.cfg.in_channels} x H x W tensor, got shape {tuple(x.shape)}")
@@ -393,6 +403,11 @@ class ColorNet(nn.Module):
     @property
     def first_conv(self) -> nn.Conv2d:
         return self.head
+
+    @property
+    def last_conv(self) -> nn.Conv2d:
+        """The output conv (zero-initialised: the net starts as its skip path)."""
+        return self.tail
 
     def receptive_field(self) -> tuple[int, int]:
         """(radius in input pixels, alignment): the encoder path, then the decoder on its grid."""

@@ -78,7 +78,7 @@ def spoiled(net, scale: float):
     worse = copy.deepcopy(net)
     with torch.no_grad():
         torch.manual_seed(1)
-        worse.out.conv.weight.add_(torch.randn_like(worse.out.conv.weight) * scale)
+        worse.last_conv.weight.add_(torch.randn_like(worse.last_conv.weight) * scale)
     return worse
 
 
@@ -201,7 +201,7 @@ def test_register_and_promote_lifecycle(project, prefect_harness):
     # the command exits 1.
     nan_net = spoiled(good, 0.0)
     with torch.no_grad():
-        nan_net.out.conv.bias.fill_(float("nan"))
+        nan_net.last_conv.bias.fill_(float("nan"))
     install_model(root, cfg, nan_net, "nan")
     assert register(TASK, cfg, paths)["version"] == 4
     record = promote_flow(TASK, cfg, paths, force=True)

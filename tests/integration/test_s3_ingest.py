@@ -35,7 +35,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 # key below the bucket -> bytes. Sizes: t1 197x176, t2 172x179, t10 142x129 (>= the largest
-# patch, 96: accepted for train); t20 is 78x78 (too small for train); bird is also in val.
+# patch, 128: accepted for train); t20 is 78x78 (too small for train); bird is also in val.
 def s3_objects() -> dict[str, bytes]:
     t1 = (T91 / "t1.png").read_bytes()
     return {
@@ -70,7 +70,7 @@ def test_ingest_from_s3_and_local(prefix, tmp_path, s3_env, bucket, make_config,
             "s3": {"endpoint_url": s3_env.endpoint_url},
         }
     )
-    assert cfg.largest_patch == 96 and cfg.ingest.min_val_side == 64  # the sizes below rely on it
+    assert cfg.largest_patch == 128 and cfg.ingest.min_val_side == 64  # the sizes below rely on it
 
     paths = Paths(root=tmp_path / "project")
     counts = ingest_flow(cfg, paths=paths)
@@ -96,7 +96,7 @@ def test_ingest_from_s3_and_local(prefix, tmp_path, s3_env, bucket, make_config,
     ]
     by_uri = {r["source_uri"]: r["detail"] for r in rejects}
     assert by_uri[s3uri("set/dup/bird.png")] == "same pixels as Set5_bird"
-    assert by_uri[s3uri("set/nested/t20.png")] == "78x78 is smaller than 96 px on a side"
+    assert by_uri[s3uri("set/nested/t20.png")] == "78x78 is smaller than 128 px on a side"
     assert by_uri[s3uri("set/empty.png")] == "zero-byte file"
 
     # Exactly the accepted images are stored, with the source pixels.
