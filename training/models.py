@@ -306,7 +306,23 @@ _CHROMA_TO_RGB = ((0.0, 1.402), (-0.344136, -0.714136), (1.772, 0.0))
 _LUMA = (0.299, 0.587, 0.114)
 
 
-class ResNet(nn.Module):
+class HeadBodyTail(nn.Module):
+    """What ResNet and ColorNet share: a conv ``head``, a residual ``body`` and a zero-initialised
+    conv ``tail`` (so the untrained net returns its skip path, the baseline)."""
+
+    head: nn.Conv2d
+    tail: nn.Conv2d
+
+    @property
+    def first_conv(self) -> nn.Conv2d:
+        return self.head
+
+    @property
+    def last_conv(self) -> nn.Conv2d:
+        return self.tail
+
+
+class ResNet(HeadBodyTail):
     """``down`` (pixel unshuffle) - ``head`` - ``body`` (residual blocks) + ``body_out`` with a long
     skip - ``tail`` (conv to out x factor**2 channels) - ``up`` (pixel shuffle by unshuffle x scale),
     added to the baseline. ``tail`` is zero-initialised: the untrained net returns its baseline
@@ -333,15 +349,6 @@ class ResNet(nn.Module):
             self.up = nn.PixelShuffle(factor) if factor > 1 else nn.Identity()
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
-
-    @property
-    def first_conv(self) -> nn.Conv2d:
-        return self.head
-
-    @property
-    def last_conv(self) -> nn.Conv2d:
-        """The output conv (zero-initialised: the net starts as its skip path)."""
-        return self.tail
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.cfg.in_channels:
@@ -375,7 +382,7 @@ def _add_chroma(luma: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
     return torch.cat([luma + a * cb + b * cr for a, b in _CHROMA_TO_RGB], dim=1)
 
 
-class ColorNet(nn.Module):
+class ColorNet(HeadBodyTail):
     """``pool`` (1/downsample) - ``encoder`` (frozen feature network to relu3_1, 1/4 more) beside the
     luma unshuffled to the same grid - ``head`` - ``body`` + ``body_out`` with a long skip - ``tail``
     (Cb, Cr) - ``up`` (bilinear) - added to the luma. ``tail`` is zero-initialised: the untrained
@@ -399,15 +406,6 @@ class ColorNet(nn.Module):
         self.up = nn.Upsample(scale_factor=f, mode="bilinear", align_corners=False)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
-
-    @property
-    def first_conv(self) -> nn.Conv2d:
-        return self.head
-
-    @property
-    def last_conv(self) -> nn.Conv2d:
-        """The output conv (zero-initialised: the net starts as its skip path)."""
-        return self.tail
 
     def receptive_field(self) -> tuple[int, int]:
         """(radius in input pixels, alignment): the encoder path, then the decoder on its grid."""
