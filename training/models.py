@@ -265,6 +265,11 @@ class ColorNetConfig(BaseModel):
     # The feature network's layout (feature_net.kind once resolved); its weights are copied in
     # from feature_net.weights before training and saved with the model.
     encoder: Literal["vgg19_normalised", "torchvision_vgg16", "torchvision_vgg19"] = "vgg19_normalised"
+    # Scale the (low-resolution) chroma by 4 Y (1 - Y) at full resolution: the room the luma leaves
+    # for colour, 0 at black and white, 1 at mid-gray. Without it the upsampled chroma spills into
+    # dark and bright pixels at edges, where a wrong colour costs SSIM most. Off for files saved
+    # before it existed.
+    chroma_gamut: bool = False
     in_channels: Literal[1, 3] = 3
     out_channels: Literal[3] = 3
 
@@ -385,8 +390,8 @@ def _add_chroma(luma: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
 class ColorNet(HeadBodyTail):
     """``pool`` (1/downsample) - ``encoder`` (frozen feature network to relu3_1, 1/4 more) beside the
     luma unshuffled to the same grid - ``head`` - ``body`` + ``body_out`` with a long skip - ``tail``
-    (Cb, Cr) - ``up`` (bilinear) - added to the luma. ``tail`` is zero-initialised: the untrained
-    net returns its gray input."""
+    (Cb, Cr) - ``up`` (bilinear) - times 4 Y (1 - Y) with ``chroma_gamut`` - added to the luma.
+    ``tail`` is zero-initialised: the untrained net returns its gray input."""
 
     def __init__(self, cfg: ColorNetConfig, scale: int) -> None:
         super().__init__()
@@ -427,8 +432,10 @@ class ColorNet(HeadBodyTail):
         with torch.no_grad():  # frozen: no gradient is needed below the decoder
             features = self.encoder(self.pool(padded).expand(-1, 3, -1, -1))["relu3_1"]
         z = self.head(torch.cat([features.to(padded.dtype), F.pixel_unshuffle(padded, f)], dim=1))
-        chroma = self.up(self.tail(self.body_out(self.body(z)) + z).float())
-        return _add_chroma(luma, chroma[..., top : top + h, left : left + w])
+        chroma = self.up(self.tail(self.body_out(self.body(z)) + z).float())[..., top : top + h, left : left + w]
+        if self.cfg.chroma_gamut:
+            chroma = chroma * (4 * luma * (1 - luma)).clamp_min(0)
+        return _add_chroma(luma, chroma)
 
 
 def init_encoder(model: nn.Module, feature_net: nn.Module) -> bool:

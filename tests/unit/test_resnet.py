@@ -200,3 +200,17 @@ def test_colornet_tiles_match_the_whole_image_and_align_to_its_grid():
     assert engine.align == 8 and engine.overlap >= receptive_radius(model) > 40
     tiled = engine(image)
     assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1
+
+
+def test_colornet_chroma_gamut_leaves_black_and_white_gray_and_colours_the_midtones():
+    gray = torch.tensor([0.0, 1.0, 0.5, 0.25]).repeat_interleave(8 * 32).view(1, 1, 32, 32)  # 8 rows per level
+    free, bounded = colornet(), colornet(chroma_gamut=True)
+    bounded.load_state_dict(randomised(free).state_dict())
+    y_free, y = free(gray.expand(-1, 3, -1, -1)), bounded.eval()(gray.expand(-1, 3, -1, -1))
+    spread = (y.max(1).values - y.min(1).values)[0]  # per pixel: 0 where the output is gray
+    assert spread[:16].abs().max() < 1e-6  # black and white rows stay exactly gray
+    free_spread = (y_free.max(1).values - y_free.min(1).values)[0]
+    assert free_spread[:16].min() > 0.01  # without the bound they took colour
+    # mid-gray keeps its chroma whole; a quarter gray gets 4 * 0.25 * 0.75 = 0.75 of it
+    torch.testing.assert_close(spread[16:24], free_spread[16:24], atol=1e-5, rtol=0)
+    torch.testing.assert_close(spread[24:], 0.75 * free_spread[24:], atol=1e-5, rtol=0)
