@@ -388,21 +388,20 @@ def build_pieces(cfg, device):
     """Model, loss, optimiser and scheduler exactly as ``train_loop_per_worker`` builds them (1 worker)."""
     import torch
 
+    from pipelines.pretrained import init_pretrained, task_loss
     from training.loop import make_optimizer
-    from training.losses import PerceptualLoss
     from training.models import build_transform_net
-    from training.vgg import load_feature_net
 
     params = cfg.task(TASK)
     degradation = params.degradation
     model_config = params.model.model_copy(update={"in_channels": degradation.input_channels})
     torch.manual_seed(cfg.seed)
     model = build_transform_net(model_config, degradation.input_scale)
-    if device.type == "cuda" and cfg.train.channels_last:
+    if step_args(cfg, device)[0]:
         model = model.to(memory_format=torch.channels_last)
     model = model.to(device)  # what ray.train.torch.prepare_model does for one worker (no DDP wrapper)
-    feature_net = load_feature_net(cfg.feature_net, params.loss.needed_layers).to(device) if params.loss.needs_features else None
-    loss_fn = PerceptualLoss(params.loss, feature_net, None).to(device)
+    init_pretrained(model, cfg.feature_net)
+    loss_fn = task_loss(params, cfg.feature_net, ROOT, device)
     optimizer, scheduler = make_optimizer(model, params.optim)
     return model, loss_fn, optimizer, scheduler
 
@@ -421,10 +420,9 @@ def stream(cfg, shards: Path, loader_workers: int | None = None):
 
 
 def step_args(cfg, device):
-    import torch
+    from training.loop import step_precision
 
-    on_gpu = device.type == "cuda"
-    return (on_gpu and cfg.train.channels_last), (torch.bfloat16 if on_gpu and cfg.train.bf16 else None)
+    return step_precision(cfg.train.channels_last, cfg.train.bf16, device)
 
 
 def count_flops(cfg, shards: Path, device) -> dict[str, float]:

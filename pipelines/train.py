@@ -204,7 +204,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from pipelines.pretrained import init_pretrained, task_loss
-    from training.loop import bf16_native, checkpoint_state, make_optimizer, restore_state, to_model_input, train_step
+    from training.loop import checkpoint_state, make_optimizer, restore_state, step_precision, to_model_input, train_step
     from training.shards import train_batches
 
     cfg = parse_config(config["params"])
@@ -214,8 +214,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.train.cpus_per_worker)
     device = ray.train.torch.get_device()
-    channels_last = cfg.train.channels_last
-    autocast = torch.bfloat16 if cfg.train.bf16 and bf16_native(device) else None
+    channels_last, autocast = step_precision(cfg.train.channels_last, cfg.train.bf16, device)
 
     degradation = params.degradation
     model_config = params.model.model_copy(update={"in_channels": degradation.input_channels})

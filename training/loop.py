@@ -72,7 +72,7 @@ def train_step(
     device_type = inputs.device.type
     with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
         output = model(inputs)
-        total, parts = loss_fn(output.float(), targets) if step is None else loss_fn(output.float(), targets, step=step)
+        total, parts = loss_fn(output.float(), targets, step=step)
     total.backward()
     if grad_clip is not None:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
@@ -95,6 +95,13 @@ def bf16_native(device: torch.device) -> bool:
         checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
         return any(check is not None and check() for check in checks)
     return False
+
+
+def step_precision(channels_last: bool, bf16: bool, device: torch.device) -> tuple[bool, torch.dtype | None]:
+    """(channels-last, autocast dtype) for training on ``device`` from ``train.channels_last`` and
+    ``train.bf16``: bf16 only where it is native (``bf16_native``). The train worker and the
+    benchmarks' plain loop both use this, so they compare like with like."""
+    return channels_last, (torch.bfloat16 if bf16 and bf16_native(device) else None)
 
 
 def to_model_input(batch: torch.Tensor, in_channels: int, device: torch.device, channels_last: bool) -> torch.Tensor:
