@@ -2,6 +2,10 @@
 
 Every command calls ``load_config`` once and passes the result (or parts of it) down; nothing
 else reads the YAML. Errors name the offending key, e.g. ``tasks.sr_x4.patch_size``.
+
+Stricter than plain ``yaml.safe_load`` plus pydantic: a key written twice in one mapping is an
+error (not "the last one wins"), a YAML boolean is never a number (``seed: true`` is not 1), and
+an error quotes at most about a hundred characters of any value.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import reprlib
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,8 +36,58 @@ DEFAULT_PARAMS = Path("params.yaml")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
+QUOTE_LIMIT = 100  # characters of a value's repr that an error quotes
+LINE_LIMIT = 400  # characters of one reported problem
+MESSAGE_LIMIT = 4000  # characters of a whole ConfigError message
+MAX_PROBLEMS = 20  # problems listed in one message (the count says how many there were)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 class ConfigError(ValueError):
-    """params.yaml is missing, malformed or holds an impossible value."""
+    """params.yaml is missing, malformed or holds an impossible value. The message is bounded
+    (MESSAGE_LIMIT), whatever value or path it quotes."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_clip(str(message), MESSAGE_LIMIT))
+
+
+_REPR = reprlib.Repr()  # Python 3.11's takes no arguments
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxlong, _REPR.maxother = 3, QUOTE_LIMIT, 40, QUOTE_LIMIT
+
+
+def _quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """A short ``repr(value)``, with the size of what it leaves out: reprlib elides long strings
+    and collections as it goes, so a few YAML aliases standing for millions of items never
+    build a huge message."""
+    text = _REPR.repr(value)
+    if isinstance(value, str) and len(value) > limit:
+        return f"{text[:limit]}… ({len(value)} characters)"
+    if isinstance(value, (list, tuple, dict, set)) and len(value) > 6:  # reprlib's default cut
+        return f"{text[:limit]}… ({type(value).__name__} of {len(value)} items)"
+    return text[:limit] + "…" if len(text) > limit else text
+
+
+def refuse_bools_as_numbers(raw: Any, validated: Any, loc: tuple = ()) -> list[str]:
+    """The key paths where a YAML boolean became a number. Pydantic's lax mode takes ``true`` as
+    1 (its strict mode would also refuse "3" for an int, which params.yaml has always accepted):
+    comparing what was written with what it became catches exactly that, at any depth, in the
+    models of every module, without touching their fields."""
+    if isinstance(raw, bool):
+        return [_location(loc)] if isinstance(validated, (int, float)) and not isinstance(validated, bool) else []
+    found: list[str] = []
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            if isinstance(validated, BaseModel) and isinstance(key, str) and key in type(validated).model_fields:
+                found += refuse_bools_as_numbers(value, getattr(validated, key), (*loc, key))
+            elif isinstance(validated, dict) and key in validated:
+                found += refuse_bools_as_numbers(value, validated[key], (*loc, key))
+    elif isinstance(raw, list) and isinstance(validated, (list, tuple)) and len(raw) == len(validated):
+        for i, (value, out) in enumerate(zip(raw, validated)):
+            found += refuse_bools_as_numbers(value, out, (*loc, i))
+    return found
 
 
 class Strict(BaseModel):
@@ -62,9 +117,9 @@ class Collection(Strict):
     @model_validator(mode="after")
     def _one_source(self) -> Collection:
         if (self.dataset is None) == (self.files is None):
-            raise ValueError(f"collection {self.name!r}: give exactly one of `dataset` or `files`")
+            raise ValueError(f"collection {_quote(self.name)}: give exactly one of `dataset` or `files`")
         if self.files is not None and not self.files:
-            raise ValueError(f"collection {self.name!r}: `files` is empty")
+            raise ValueError(f"collection {_quote(self.name)}: `files` is empty")
         return self
 
 
@@ -100,6 +155,27 @@ class IngestConfig(Strict):
     min_val_side: int = Field(64, ge=1)
     download_workers: int = Field(8, ge=1, le=64)
     download_retries: int = Field(4, ge=0, le=20)
+    # What ingest reads at all. Files are refused before they are read (size), before they are
+    # decoded (format, pixels, decode memory) and when their metadata is oversized.
+    formats: list[str] = Field(["PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF"], min_length=1,
+                               description="Pillow format names opened; anything else is rejected unread")
+    max_bytes: int = Field(100_000_000, gt=0, description="largest file or S3 object read, in bytes")
+    max_decode_bytes: int = Field(512_000_000, gt=0,
+                                  description="largest decode buffer per image (pixels x bytes per pixel)")
+    max_metadata_bytes: int = Field(1_000_000, gt=0, description="largest ICC profile, EXIF or text chunk")
+    follow_links: bool = Field(False, description="read links in a source folder that point outside it")
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, value: list[str]) -> list[str]:
+        from PIL import Image
+
+        Image.init()
+        upper = [f.upper() for f in value]
+        unknown = [f for f in upper if f not in Image.OPEN]
+        if unknown:
+            raise ValueError(f"unknown image format(s) {', '.join(unknown)}; Pillow opens {', '.join(sorted(Image.OPEN))}")
+        return upper
 
 
 class S3Config(Strict):
@@ -165,7 +241,7 @@ class RetrainConfig(Strict):
     @classmethod
     def _five_fields(cls, value: str) -> str:
         if len(value.split()) != 5:
-            raise ValueError(f"expected five cron fields (minute hour day month weekday), got {value!r}")
+            raise ValueError(f"expected five cron fields (minute hour day month weekday), got {_quote(value)}")
         return value
 
 
@@ -244,8 +320,11 @@ def _validate_task_blocks(value: Any) -> Any:
         return value
     blocks, errors = {}, []
     for key, block in value.items():
-        entry = block.get("task", key) if isinstance(block, dict) else key
-        if entry not in TASKS:
+        if not isinstance(block, dict):
+            errors.append({"type": "dict_type", "loc": (key,), "input": block})
+            continue
+        entry = block.get("task", key)
+        if not isinstance(entry, str) or entry not in TASKS:
             errors.append({"type": PydanticCustomError("unknown_task", "unknown task; registered tasks: {known} (a block for "
                                                         "another name says which with `task:`)", {"known": ", ".join(TASKS)}),
                            "loc": (key,), "input": entry})
@@ -294,7 +373,8 @@ class Config(Strict):
         if isinstance(data, dict) and isinstance(data.get("promote"), dict):
             entries = {k: v.get("task", k) for k, v in data["tasks"].items() if isinstance(v, dict)} \
                 if isinstance(data.get("tasks"), dict) else {}
-            gates = {k: ({**TASKS[entries[k]].gate_defaults, **v} if entries.get(k) in TASKS and isinstance(v, dict) else v)
+            gates = {k: ({**TASKS[entries[k]].gate_defaults, **v}
+                         if isinstance(entries.get(k), str) and entries[k] in TASKS and isinstance(v, dict) else v)
                      for k, v in data["promote"].items()}
             data = {**data, "promote": gates}
         return data
@@ -367,8 +447,8 @@ class Config(Strict):
         if name in self.tasks:
             return self.tasks[name]
         if name in TASKS:
-            raise ConfigError(f"task {name!r} is registered but has no block under `tasks:` in params.yaml")
-        raise ConfigError(f"unknown task {name!r}: params.yaml configures {', '.join(self.tasks)}; "
+            raise ConfigError(f"task {_quote(name)} is registered but has no block under `tasks:` in params.yaml")
+        raise ConfigError(f"unknown task {_quote(name)}: params.yaml configures {', '.join(self.tasks)}; "
                           f"registered tasks: {', '.join(TASKS)}")
 
     def degradation(self, name: str) -> Degradation:
@@ -385,13 +465,59 @@ def _under_bucket(s3: S3Config, location: str) -> str:
     return s3.uri(location.strip("/"))
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A key written twice in one YAML mapping."""
+
+    def __init__(self, key: Any, first_line: int, second_line: int) -> None:
+        super().__init__(f"key {_quote(key)} appears twice in one mapping (lines {first_line} and {second_line})")
+        self.key, self.lines = key, (first_line, second_line)
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, but a key written twice in one mapping is an error
+    (DuplicateKeyError) rather than silently the last one. Merge keys (``<<: *base``) still
+    work, and a key of the mapping itself still overrides a merged one."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._checked: set[yaml.Node] = set()
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # Checked here, before the merge: flattening puts the merged keys beside the mapping's own
+        # and rewrites merged mappings in place, so each mapping is checked once, as written.
+        if node not in self._checked:
+            self._checked.add(node)
+            self._check_unique(node)
+        super().flatten_mapping(node)
+
+    def _check_unique(self, node: yaml.MappingNode) -> None:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = self.construct_object(key_node)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # unhashable: construct_mapping reports it
+                continue
+            if first is not key_node:
+                raise DuplicateKeyError(key, first.start_mark.line + 1, key_node.start_mark.line + 1)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys (DuplicateKeyError)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_config(path: str | Path = DEFAULT_PARAMS) -> Config:
     """Read and validate params.yaml; raise ConfigError naming the key on any problem."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found (run from the project root, or pass --params)") from None
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse_config(raw, source=str(path))
@@ -406,11 +532,18 @@ def apply_profile(raw: dict[str, Any], source: str) -> dict[str, Any]:
     name = os.environ.get(PROFILE_ENV) or raw.get("profile")
     if not name:
         return raw
+    if not isinstance(name, str):
+        raise ConfigError(f"{source}: profile: expected a profile name or a comma-separated list, got {_quote(name)}")
     profiles = raw.get("profiles") or {}
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{source}: profiles: expected a mapping of profile names to settings, got {_quote(profiles)}")
     merged = raw
-    for one in (n.strip() for n in str(name).split(",")):
+    for one in (n.strip() for n in name.split(",")):
         if one not in profiles:
-            raise ConfigError(f"{source}: profile {one!r} is not defined under `profiles:` (have: {', '.join(profiles) or 'none'})")
+            have = _clip(", ".join(map(str, profiles)), LINE_LIMIT)
+            raise ConfigError(f"{source}: profile {_quote(one)} is not defined under `profiles:` (have: {have or 'none'})")
+        if not isinstance(profiles[one], dict):
+            raise ConfigError(f"{source}: profiles.{one}: expected a mapping of settings, got {_quote(profiles[one])}")
         merged = deep_merge(merged, profiles[one])
     return {**merged, "profile": name}
 
@@ -428,23 +561,37 @@ def parse_config(raw: Any, source: str = "params") -> Config:
         raise ConfigError(f"{source}: expected a mapping at the top level")
     raw = apply_profile(raw, source)
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"{source}: {len(exc.errors())} invalid setting(s):"]
-        for err in exc.errors():
+        errors = exc.errors()
+        lines = [f"{source}: {len(errors)} invalid setting(s):"]
+        for err in errors[:MAX_PROBLEMS]:
             loc = _location(err["loc"])
-            lines.append(f"  {loc or '(top level)'}: {_message(err)}")
+            lines.append(_clip(f"  {loc or '(top level)'}: {_message(err)}", LINE_LIMIT))
+        if len(errors) > MAX_PROBLEMS:
+            lines.append(f"  ... and {len(errors) - MAX_PROBLEMS} more")
         raise ConfigError("\n".join(lines)) from None
+    booleans = refuse_bools_as_numbers(raw, cfg)
+    if booleans:
+        lines = [f"{source}: {len(booleans)} invalid setting(s):"]
+        lines += [f"  {loc}: expected a number, not a boolean (true/false)" for loc in booleans[:MAX_PROBLEMS]]
+        raise ConfigError("\n".join(lines))
+    return cfg
 
 
 def _location(loc: tuple) -> str:
     return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
 
 
+_NUMBER_ERRORS = ("greater_than", "less_than", "multiple_of", "int_", "float_", "finite_number")
+
+
 def _message(err: dict[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
         return "unknown key"
+    if isinstance(err.get("input"), bool) and err["type"].startswith(_NUMBER_ERRORS):
+        return "expected a number, not a boolean (true/false)"  # not "should be >= 8 (got True)"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] not in ("value_error", "missing") and "input" in err:
-        msg += f" (got {err['input']!r})"
+        msg += f" (got {_quote(err['input'])})"
     return msg

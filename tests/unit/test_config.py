@@ -213,3 +213,141 @@ def test_one_bucket_setting_moves_every_artefact_location_to_s3(raw):
     assert cfg.checkpoint_storage == "s3://other/ckpt" and cfg.artifact_location is None
     with pytest.raises(ConfigError, match="s3.bucket"):
         parse_config(mutated(raw, lambda d: d["s3"].update(bucket="Not_A_Bucket")))
+
+
+# --- issue 15, item 7: duplicate keys, booleans as numbers, bounded error messages ---
+
+def write_params(tmp_path: Path, raw: dict, extra: str = "", drop: tuple[str, ...] = ()) -> tuple[Path, str]:
+    """params.yaml from ``raw`` (less ``drop``) with ``extra`` YAML appended; returns (path, text)."""
+    text = yaml.safe_dump({k: v for k, v in raw.items() if k not in drop}, sort_keys=False) + extra
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path, text
+
+
+def line_of(text: str, start: str) -> int:
+    return 1 + next(i for i, line in enumerate(text.splitlines()) if line.startswith(start))
+
+
+def test_a_top_level_key_written_twice_is_refused_with_both_lines(tmp_path, raw):
+    path, text = write_params(tmp_path, raw, "seed: 7\n")
+    first, second = line_of(text, "seed:"), len(text.splitlines())
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value) == f"{path}: key 'seed' appears twice in one mapping (lines {first} and {second})"
+
+
+@pytest.mark.parametrize(
+    ("extra", "offsets"),
+    [
+        ("shard:\n  max_samples: 128\n  workers: 1\n  max_samples: 64\n", (2, 4)),
+        ("shard: {max_samples: 128, workers: 1, max_samples: 64}\n", (1, 1)),  # flow style
+        ("shard:\n  <<: {workers: 2}\n  max_samples: 128\n  max_samples: 64\n", (3, 4)),  # beside a merge key
+    ],
+)
+def test_a_nested_key_written_twice_is_refused_with_both_lines(tmp_path, raw, extra, offsets):
+    path, text = write_params(tmp_path, raw, extra, drop=("shard",))
+    before = len(text.splitlines()) - len(extra.splitlines())
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    lines = tuple(before + o for o in offsets)
+    assert f"key 'max_samples' appears twice in one mapping (lines {lines[0]} and {lines[1]})" in str(exc.value)
+
+
+def test_merge_keys_and_aliases_still_load(tmp_path, raw):
+    extra = ("profiles:\n  small: {evaluate: &small_eval {overlap: 8, sheet_images: 2}}\n"
+             "shard: {max_samples: 128, workers: 1}\n"
+             "s3:\n  <<: {region: eu-west-1, prefix: merged}\n  prefix: own\n"  # a key of its own overrides a merged one
+             "evaluate:\n  <<: *small_eval\n  sheet_images: 3\n")
+    path, _ = write_params(tmp_path, raw, extra, drop=("profiles", "shard", "s3", "evaluate"))
+    cfg = load_config(path)
+    assert (cfg.shard.max_samples, cfg.shard.workers) == (128, 1)
+    assert (cfg.s3.region, cfg.s3.prefix) == ("eu-west-1", "own")
+    assert (cfg.evaluate.overlap, cfg.evaluate.sheet_images) == (8, 3)
+    assert cfg.profiles["small"]["evaluate"] == {"overlap": 8, "sheet_images": 2}
+
+
+@pytest.mark.parametrize("profile", ["", "gpu", "paper", "compose", "cluster", "vgg16", "gpu,paper", "gpu,cluster", "gpu,vgg16"])
+def test_shipped_params_load_with_every_profile(monkeypatch, profile):
+    # params.yaml itself uses anchors and aliases (the paper and vgg16 profiles).
+    monkeypatch.setenv("PERCEPT_PROFILE", profile)
+    assert load_config(ROOT / "params.yaml").profile == (profile or None)
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (lambda d: d.update(seed=True), "seed"),
+        (lambda d: d["shard"].update(max_samples=False), "shard.max_samples"),
+        (lambda d: d["train"].update(gpus_per_worker=False), "train.gpus_per_worker"),  # a float
+        (lambda d: d["tasks"]["sr_x4"].update(patch_size=True), "tasks.sr_x4.patch_size"),
+        (lambda d: d["tasks"]["sr_x4"]["optim"].update(lr=False), "tasks.sr_x4.optim.lr"),  # training.loop's model
+        (lambda d: d["tasks"]["sr_x4"]["optim"].update(steps=True), "tasks.sr_x4.optim.steps"),
+        (lambda d: d["tasks"]["denoise"]["degradation"].update(sigma=True), "tasks.denoise.degradation.sigma"),
+        (lambda d: d["tasks"]["style_candy"]["loss"].update(style_weight=True), "tasks.style_candy.loss.style_weight"),
+        (lambda d: d["tasks"]["style_wave"]["options"].update(style_size=True), "tasks.style_wave.options.style_size"),
+        (lambda d: d["promote"]["sr_x4"]["tolerances"].update(ssim_y=False), "promote.sr_x4.tolerances.ssim_y"),
+        (lambda d: d["evaluate"].update(tile=True), "evaluate.tile"),  # int | None
+    ],
+)
+def test_a_boolean_is_not_a_number(raw, change, key):
+    message = error_of(mutated(raw, change))
+    assert f"  {key}: expected a number, not a boolean" in message, message
+
+
+def test_a_boolean_model_field_is_refused_under_its_key(raw):
+    message = error_of(mutated(raw, lambda d: d["tasks"]["sr_x4"].update(model={"residual_blocks": True})))
+    assert "  tasks.sr_x4.model." in message and "residual_blocks: expected a number, not a boolean" in message, message
+
+
+def test_yaml_true_for_seed_is_refused_and_numbers_in_strings_still_load(tmp_path, raw):
+    path, _ = write_params(tmp_path, raw, "seed: true\n", drop=("seed",))
+    with pytest.raises(ConfigError, match="  seed: expected a number, not a boolean"):
+        load_config(path)
+    path, _ = write_params(tmp_path, raw, 'seed: "3"\n', drop=("seed",))
+    assert load_config(path).seed == 3  # as before: only booleans are refused
+    assert parse_config(mutated(raw, lambda d: d["train"].update(gpus_per_worker=1))).train.gpus_per_worker == 1.0
+
+
+def test_a_huge_aliased_value_gives_a_short_message(tmp_path, raw):
+    # Eight anchors, each ten aliases of the previous: `seed` stands for over ten million items,
+    # but the parsed list is small. Its whole repr (tens of MB) must never reach the message.
+    levels = ["&l0 [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]"] + [f"&l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 7)]
+    path, _ = write_params(tmp_path, raw, f"seed: [{', '.join(levels)}]\n", drop=("seed",))
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    message = str(exc.value)
+    assert len(message) < 1000 and "  seed: Input should be a valid integer (got [[0, 0, " in message, message
+    assert "… (list of 7 items))" in message, message
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (lambda d: d["ingest"]["sources"][0].update(split="t" * 1_000_000), "ingest.sources.0.split"),
+        (lambda d: d["retrain"].update(cron="* " * 500_000), "retrain.cron"),  # quoted by our own validator
+        (lambda d: d["tasks"]["sr_x4"].update(task=["x" * 1000] * 1000), "tasks.sr_x4"),
+    ],
+)
+def test_quoted_values_are_cut_with_their_size(raw, change, key):
+    message = error_of(mutated(raw, change))
+    assert len(message) < 1000 and f"  {key}: " in message, message
+    assert "… (" in message, message
+
+
+def test_many_problems_and_long_keys_keep_the_message_bounded(raw):
+    def many(d):
+        d.update({f"unknown_{i}": i for i in range(1000)})
+        d["k" * 100_000] = 1
+    message = error_of(mutated(raw, many))
+    assert message.startswith("params: 1001 invalid setting(s):") and "  ... and 981 more" in message
+    assert len(message) < 5000 and all(len(line) < 500 for line in message.splitlines())
+
+
+def test_a_duplicate_key_message_is_bounded_too(tmp_path, raw):
+    long_key = "k" * 100_000  # an explicit key (`? key`): a plain one is at most 1024 characters in YAML
+    path, _ = write_params(tmp_path, raw, f"? {long_key}\n: 1\n? {long_key}\n: 2\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    message = str(exc.value)
+    assert "… (100000 characters) appears twice in one mapping" in message and len(message) < 1000, message
