@@ -13,10 +13,12 @@ import csv
 import glob
 import io
 import logging
+import os
 import re
+import stat
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from prefect import flow, task
@@ -27,7 +29,7 @@ from tqdm import tqdm
 from pipelines import s3 as s3lib
 from pipelines.config import Config, Source
 from pipelines.fsutil import staging_dir
-from pipelines.images import Rejected, RejectReason, decode_image, encode_png, pixel_sha256
+from pipelines.images import DecodeLimits, Rejected, RejectReason, decode_image, encode_png, pixel_sha256, read_file
 from pipelines.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,9 @@ class Candidate:
     split: str
     label: str  # the source's name, e.g. T91
     rel: str  # path below the source, e.g. HR/t1.png
+    size: int = -1  # bytes, when the listing says (S3); -1: ask the file
+    # Set when the listing already refuses it (a dot-file, a link leaving the folder): (reason, detail).
+    refused: tuple[str, str] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -65,32 +70,72 @@ class RejectRow:
 
 
 def list_source(source: Source, cfg: Config) -> list[Candidate]:
-    """Every file a source names (hidden files skipped), in a stable order."""
+    """Every file a source names, in a stable order; dot-files, links that leave the source
+    folder (unless ``ingest.follow_links``) and non-files are listed as refused, with a reason."""
     if s3lib.is_s3(source.uri):
         loc = s3lib.S3Uri.parse(source.uri)
         s3 = s3lib.client(cfg.s3, retries=cfg.ingest.download_retries)
         prefix = loc.key.rstrip("/")
         label = PurePosixPath(prefix).name or loc.bucket
-        return sorted(
-            Candidate(uri, source.split, label, uri[len(f"s3://{loc.bucket}/") :][len(prefix) :].lstrip("/"))
-            for uri, _ in s3lib.list_objects(s3, source.uri)
-            if not PurePosixPath(uri).name.startswith(".")
-        )
+        out = []
+        for uri, size in s3lib.list_objects(s3, source.uri):
+            rel = uri[len(f"s3://{loc.bucket}/") :][len(prefix) :].lstrip("/")
+            out.append(Candidate(uri, source.split, label, rel, size, _hidden(rel)))
+        return sorted(out)
     path = Path(source.uri)
     if path.is_dir():
-        files, base = [p for p in path.rglob("*") if p.is_file()], path
+        base, files = path, _walk(path)
     elif glob.has_magic(source.uri):
-        files = [Path(p) for p in glob.glob(source.uri, recursive=True) if Path(p).is_file()]
         base = Path(_glob_base(source.uri))
+        files = [Path(p) for p in glob.glob(source.uri, recursive=True) if not Path(p).is_dir() or Path(p).is_symlink()]
     else:
         raise FileNotFoundError(f"ingest source {source.uri!r} is neither a folder, a glob nor an s3:// URI")
+    root = base.resolve()
     out = []
     for p in sorted(files):
         rel = p.relative_to(base).as_posix()
-        if any(part.startswith(".") for part in PurePosixPath(rel).parts):
-            continue
-        out.append(Candidate(str(p), source.split, base.name or "root", rel))
+        refused = _hidden(rel) or _refuse_entry(p, root, cfg.ingest.follow_links)
+        out.append(Candidate(str(p), source.split, base.name or "root", rel, -1, refused))
     return out
+
+
+def _walk(base: Path) -> list[Path]:
+    """Every entry below ``base`` that is not a real folder (files, links, FIFOs...); links to
+    folders are listed, not descended, so a link loop cannot run forever."""
+    found = []
+    for folder, dirs, files in os.walk(base, followlinks=False):
+        found += [Path(folder, d) for d in dirs if Path(folder, d).is_symlink()]
+        found += [Path(folder, f) for f in files]
+    return found
+
+
+def _hidden(rel: str) -> tuple[str, str] | None:
+    parts = PurePosixPath(rel).parts
+    hidden = next((part for part in parts if part.startswith(".")), None)
+    return (RejectReason.HIDDEN.value, f"{hidden!r} is hidden (a dot-name): skipped") if hidden else None
+
+
+def _refuse_entry(p: Path, root: Path, follow_links: bool) -> tuple[str, str] | None:
+    """Why a listed path is not read, or None: it must be (a link to) a regular file inside the source."""
+    try:  # every path, not just links: a glob may pass through a linked folder
+        target = p.resolve(strict=True)
+    except RuntimeError:
+        return RejectReason.UNREADABLE.value, "link loop"
+    except FileNotFoundError:
+        return RejectReason.UNREADABLE.value, "broken link"
+    except OSError as exc:
+        return RejectReason.UNREADABLE.value, exc.strerror or str(exc)
+    if not follow_links and not target.is_relative_to(root):
+        return (RejectReason.LINK_OUTSIDE_SOURCE.value,
+                f"links to {target}, outside {root} (ingest.follow_links: true reads it)")
+    try:
+        mode = p.stat().st_mode
+    except OSError as exc:
+        return RejectReason.UNREADABLE.value, exc.strerror or str(exc)
+    if not stat.S_ISREG(mode):
+        kind = "a folder (links to folders are not followed)" if stat.S_ISDIR(mode) else "not a regular file"
+        return RejectReason.NOT_A_FILE.value, kind
+    return None
 
 
 def _glob_base(pattern: str) -> str:
@@ -122,27 +167,57 @@ def list_all(cfg: Config) -> list[Candidate]:
 
 @task(name="decode-and-validate", cache_policy=NO_CACHE)
 def decode_all(candidates: list[Candidate], cfg: Config, images_dir: Path) -> tuple[list[ManifestRow], list[RejectRow]]:
-    """Fetch and decode every candidate in parallel; write accepted images as PNG."""
+    """Fetch and decode every candidate in parallel. Each worker writes its accepted image to
+    disk as PNG at once, so memory holds at most one file per worker, whatever the input."""
     s3 = s3lib.client(cfg.s3, retries=cfg.ingest.download_retries) if any(s3lib.is_s3(c.uri) for c in candidates) else None
-    min_train_side = cfg.largest_patch
+    limits = {split: DecodeLimits.from_config(cfg.ingest, cfg.largest_patch if split == "train" else cfg.ingest.min_val_side)
+              for split in ("train", "val")}
 
-    def check(c: Candidate):
+    def check(item: tuple[int, Candidate]):
+        index, c = item
         try:
-            data = s3lib.read_object(s3, c.uri) if s3lib.is_s3(c.uri) else Path(c.uri).read_bytes()
-        except OSError as exc:
-            return c, Rejected(RejectReason.UNREADABLE, str(exc))
-        min_side = min_train_side if c.split == "train" else cfg.ingest.min_val_side
-        try:
-            rgb, channels = decode_image(data, cfg.ingest.max_pixels, min_side)
+            if c.refused:
+                raise Rejected(RejectReason(c.refused[0]), c.refused[1])
+            data = read_candidate(c, s3, limits[c.split])
+            rgb, channels = decode_image(data, limits=limits[c.split])
+            del data
+            staged = images_dir / f".{index}.png.part"  # renamed to its id, or removed, by dedupe_and_write
+            staged.write_bytes(encode_png(rgb))
+            return c, Decoded(pixel_sha256(rgb), rgb.shape[1], rgb.shape[0], staged, channels)
         except Rejected as rej:
             return c, rej
-        return c, (pixel_sha256(rgb), rgb.shape[1], rgb.shape[0], encode_png(rgb), channels)
+        except Exception as exc:  # noqa: BLE001 - one item's failure is its own, never the run's
+            return c, Rejected(RejectReason.UNREADABLE, f"{type(exc).__name__}: {exc}"[:300])
 
     decoded = []
     with ThreadPoolExecutor(cfg.ingest.download_workers) as pool:
-        for result in tqdm(pool.map(check, candidates), total=len(candidates), desc="ingest", unit="img"):
+        for result in tqdm(pool.map(check, enumerate(candidates)), total=len(candidates), desc="ingest", unit="img"):
             decoded.append(result)
     return dedupe_and_write(decoded, images_dir)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    sha256: str
+    width: int
+    height: int
+    staged: Path  # the PNG, written under a temp name
+    channels: int
+
+
+def read_candidate(c: Candidate, s3, limits: DecodeLimits) -> bytes:
+    """A candidate's bytes; its size is checked before anything is read."""
+    if not s3lib.is_s3(c.uri):
+        return read_file(c.uri, limits)
+    if c.size > limits.max_bytes:
+        raise Rejected(RejectReason.FILE_TOO_LARGE, f"{c.size} bytes exceeds max_bytes={limits.max_bytes}")
+    try:
+        data = s3lib.read_object(s3, c.uri, limit=limits.max_bytes + 1)
+    except s3lib.ObjectUnreadable as exc:
+        raise Rejected(RejectReason.UNREADABLE, str(exc)) from None
+    if len(data) > limits.max_bytes:
+        raise Rejected(RejectReason.FILE_TOO_LARGE, f"more than max_bytes={limits.max_bytes} bytes")
+    return data
 
 
 def dedupe_and_write(decoded, images_dir: Path) -> tuple[list[ManifestRow], list[RejectRow]]:
@@ -157,17 +232,18 @@ def dedupe_and_write(decoded, images_dir: Path) -> tuple[list[ManifestRow], list
         if isinstance(result, Rejected):
             rejects.append(RejectRow(c.uri, c.split, result.reason.value, result.detail))
             continue
-        sha, width, height, png, channels = result
-        if sha in kept_by_sha:
-            rejects.append(RejectRow(c.uri, c.split, RejectReason.DUPLICATE.value, f"same pixels as {kept_by_sha[sha]}"))
+        if result.sha256 in kept_by_sha:
+            result.staged.unlink()
+            rejects.append(RejectRow(c.uri, c.split, RejectReason.DUPLICATE.value, f"same pixels as {kept_by_sha[result.sha256]}"))
             continue
         ident = image_id(c)
         if ident in used_ids:  # e.g. a.png and a.jpg side by side
-            ident = f"{ident}-{sha[:8]}"
+            ident = f"{ident}-{result.sha256[:8]}"
         used_ids.add(ident)
-        kept_by_sha[sha] = ident
-        (images_dir / f"{ident}.png").write_bytes(png)
-        accepted.append(ManifestRow(ident, c.uri, sha, width, height, c.split, f"images/{ident}.png", channels))
+        kept_by_sha[result.sha256] = ident
+        result.staged.rename(images_dir / f"{ident}.png")
+        accepted.append(ManifestRow(ident, c.uri, result.sha256, result.width, result.height, c.split,
+                                    f"images/{ident}.png", result.channels))
     accepted.sort(key=lambda r: (r.split, r.id))
     rejects.sort(key=lambda r: (r.split, r.source_uri))
     return accepted, rejects
@@ -191,6 +267,31 @@ def read_manifest(path: Path) -> list[ManifestRow]:
         ]
 
 
+class NothingUsable(ValueError):
+    """Every image of a split that the sources name was rejected."""
+
+
+def check_usable(cfg: Config, accepted: list[ManifestRow], rejects: list[RejectRow]) -> None:
+    """Refuse a manifest with an empty split that the sources ask for, saying why in user terms."""
+    for split in sorted({s.split for s in cfg.ingest.sources}):
+        if any(r.split == split for r in accepted):
+            continue
+        why = Counter(r.reason for r in rejects if r.split == split)
+        sources = ", ".join(s.uri for s in cfg.ingest.sources if s.split == split)
+        if not why:
+            raise NothingUsable(f"ingest: the {split} sources ({sources}) hold no files")
+        reasons = ", ".join(f"{n} {reason}" for reason, n in why.most_common())
+        hint = ""
+        if why.get(RejectReason.TOO_SMALL.value):
+            side = cfg.largest_patch if split == "train" else cfg.ingest.min_val_side
+            setting = "the largest tasks.*.patch_size" if split == "train" else "ingest.min_val_side"
+            hint = f"; every {split} image must be at least {side} px on a side ({setting})"
+        n = sum(why.values())
+        files = f"the one {split} file" if n == 1 else f"all {n} {split} files"
+        raise NothingUsable(f"ingest: no {split} image left: {files} from {sources} "
+                            f"{'was' if n == 1 else 'were'} rejected ({reasons}){hint}. The previous manifest is kept.")
+
+
 def summarise(accepted: list[ManifestRow], rejects: list[RejectRow]) -> list[dict]:
     rows = [{"split": s, "outcome": "accepted", "count": n} for s, n in sorted(Counter(r.split for r in accepted).items())]
     reasons = Counter((r.split, r.reason) for r in rejects)
@@ -205,12 +306,13 @@ def ingest_flow(cfg: Config, paths: Paths = Paths()) -> dict[str, int]:
     with staging_dir(paths.manifest_dir) as tmp:
         (tmp / "images").mkdir()
         accepted, rejects = decode_all(candidates, cfg, tmp / "images")
+        for r in rejects:
+            log.warning("rejected %s (%s): %s", r.source_uri, r.reason, r.detail)
+        check_usable(cfg, accepted, rejects)  # the old manifest stays if nothing is left to train on
         write_csv(tmp / paths.manifest.name, MANIFEST_FIELDS, accepted)
         write_csv(tmp / paths.rejects.name, REJECT_FIELDS, rejects)
     summary = summarise(accepted, rejects)
     create_table_artifact(key="ingest-summary", table=summary, description="Images accepted and rejected, by split")
-    for r in rejects:
-        log.warning("rejected %s (%s): %s", r.source_uri, r.reason, r.detail)
     counts = {"accepted": len(accepted), "rejected": len(rejects)}
     print(f"ingest: {counts['accepted']} accepted, {counts['rejected']} rejected -> {paths.manifest}")
     return counts

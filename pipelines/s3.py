@@ -8,6 +8,7 @@ from urllib.parse import urlparse
 
 import boto3
 from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
 
 from pipelines.config import S3Config
 
@@ -52,9 +53,25 @@ def list_objects(s3, uri: str) -> Iterator[tuple[str, int]]:
                 yield f"s3://{loc.bucket}/{obj['Key']}", int(obj["Size"])
 
 
-def read_object(s3, uri: str) -> bytes:
+class ObjectUnreadable(Exception):
+    """One object could not be read (denied, gone, or the store failed on it): ``Code: message``."""
+
+
+def read_object(s3, uri: str, limit: int | None = None) -> bytes:
+    """An object's bytes (at most ``limit``); a per-object failure raises ObjectUnreadable."""
     loc = S3Uri.parse(uri)
-    return s3.get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read()
+    try:
+        body = s3.get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
+        try:
+            return body.read(limit) if limit is not None else body.read()
+        finally:
+            body.close()
+    except ClientError as exc:
+        err = exc.response.get("Error", {})
+        code = err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "error")
+        raise ObjectUnreadable(f"{code}: {err.get('Message') or exc}"[:300]) from None
+    except BotoCoreError as exc:  # the connection failed on this object after every retry
+        raise ObjectUnreadable(f"{type(exc).__name__}: {exc}"[:300]) from None
 
 
 def export_endpoint(cfg: S3Config) -> None:

@@ -157,7 +157,11 @@ def shard_flow(task_name: str, cfg: Config, paths: Paths = Paths()) -> dict[str,
     jobs = {split: image_jobs(task_name, cfg, rows, paths.manifest_dir, split) for split in ("train", "val")}
     for split, todo in jobs.items():
         if not todo:
-            raise ValueError(f"the manifest has no {split} images: add a {split} source under ingest.sources")
+            if not any(s.split == split for s in cfg.ingest.sources):
+                raise ValueError(f"the manifest has no {split} images: add a {split} source under ingest.sources")
+            rejected = paths.rejects if paths.rejects.is_file() else "rejects.csv"
+            raise ValueError(f"the manifest has no {split} images: every one was rejected or the sources changed "
+                             f"since the last ingest; see {rejected} and run `percept ingest` again")
     with staging_dir(paths.shards(task_name)) as tmp, sample_mapper(cfg.shard.workers or os.cpu_count() or 1) as mapper:
         shards = []
         for split, todo in jobs.items():

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import os
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from PIL import Image
 
 from pipelines.config import parse_config
 from pipelines.images import decode_png
-from pipelines.ingest import ingest_flow, read_manifest
+from pipelines.ingest import NothingUsable, ingest_flow, read_manifest
 from pipelines.paths import Paths
 
 pytestmark = pytest.mark.integration
@@ -56,7 +57,22 @@ def messy_folder(tmp_path):
     save(Image.new("RGB", (3000, 2000)), src / "bomb.png"); expected["bomb.png"] = "decompression_bomb"
     save(Image.fromarray(rng_image(9, 20, 60)), src / "tiny.png"); expected["tiny.png"] = "too_small"
     save(Image.fromarray(rgb), src / "rgb_again.bmp"); expected["rgb_again.bmp"] = "duplicate"
-    (src / ".hidden.png").write_bytes(b"ignored: hidden files are not candidates")
+    (src / ".hidden.png").write_bytes(b"hidden files are listed as skipped"); expected[".hidden.png"] = "hidden"
+    # A QOI header cut after 14 bytes and named .png: Pillow raised IndexError on it.
+    (src / "qoi_cut.png").write_bytes(b"qoif" + (4).to_bytes(4, "big") + (4).to_bytes(4, "big") + bytes([3, 0]))
+    expected["qoi_cut.png"] = "format_not_allowed"
+    (src / "drawing.eps").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n")
+    expected["drawing.eps"] = "format_not_allowed"  # never handed to Ghostscript
+    save(Image.fromarray(rng_image(11)), src / "icc.png", icc_profile=b"x" * 2_000_000)
+    expected["icc.png"] = "metadata_too_large"
+    (src / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(3_000_000)); expected["huge.png"] = "file_too_large"
+    outside = tmp_path / "elsewhere.png"
+    save(Image.fromarray(rng_image(12)), outside)
+    (src / "link_out.png").symlink_to(outside); expected["link_out.png"] = "link_outside_source"
+    (src / "link_in.png").symlink_to(src / "rgb.png"); expected["link_in.png"] = "duplicate"  # inside: read
+    (src / "loop.png").symlink_to(src / "loop.png"); expected["loop.png"] = "unreadable"
+    (src / "dir_link").symlink_to(src / "nested"); expected["dir_link"] = "not_a_file"
+    os.mkfifo(src / "pipe.png"); expected["pipe.png"] = "not_a_file"  # reading it would block forever
     val = tmp_path / "raw" / "valset"
     save(Image.fromarray(rng_image(10)), val / "v1.png")
     save(Image.fromarray(rgb), val / "same_as_train.png")  # duplicate across splits: val keeps it
@@ -70,6 +86,7 @@ def make_cfg(root, patch=PATCH):
         "ingest": {
             "sources": [{"uri": str(root / "raw" / "mixed"), "split": "train"}, {"uri": str(root / "raw" / "valset"), "split": "val"}],
             "max_pixels": 1_000_000,
+            "max_bytes": 2_000_000,
             "min_val_side": 16,
         },
         "tasks": {"sr_x4": {"patch_size": patch, "patches_per_image": 1}},
@@ -123,13 +140,16 @@ def test_ingest_rerun_is_identical_and_leaves_no_temp_files(prefect_harness, mes
     assert not [p for p in paths.data.iterdir() if p.name.startswith(".")]
 
 
-def test_larger_patch_rejects_more_train_images(prefect_harness, messy_folder):
+def test_patch_larger_than_every_image_fails_and_keeps_the_old_manifest(prefect_harness, messy_folder):
     root, _, _ = messy_folder
-    counts = ingest_flow(make_cfg(root, patch=48), Paths(root))  # images are 40 px high
-    rejects = list(csv.DictReader(open(Paths(root).rejects)))
-    # Every train image is 40 px on its short side now; size is checked before duplicates.
-    assert counts["accepted"] == 2  # the two val images (min_val_side 16)
-    assert sum(r["reason"] == "too_small" for r in rejects) == 10
+    paths = Paths(root)
+    ingest_flow(make_cfg(root), paths)
+    before = paths.manifest.read_bytes()
+    with pytest.raises(NothingUsable, match=r"no train image left: all 24 train files .* were rejected "
+                                            r"\(11 too_small.*at least 48 px on a side \(the largest tasks"):
+        ingest_flow(make_cfg(root, patch=48), paths)  # every train image is 40 px on a side
+    assert paths.manifest.read_bytes() == before
+    assert not [p for p in paths.data.iterdir() if p.name.startswith(".")]  # no staging folder left
 
 
 def test_glob_source_and_summary_artifact(prefect_harness, messy_folder):
@@ -147,9 +167,10 @@ def test_glob_source_and_summary_artifact(prefect_harness, messy_folder):
     })
     counts = ingest_flow(cfg, Paths(root))
     manifest = read_manifest(Paths(root).manifest)
-    assert counts == {"accepted": 2, "rejected": 0}
-    assert sorted(r.id for r in manifest) == ["mixed_nested_rotated", "valset_v1"]
+    # The glob goes through dir_link, a link to nested/ inside the source: the same picture again.
+    assert counts == {"accepted": 2, "rejected": 1}
+    assert sorted(r.id for r in manifest) == ["mixed_dir_link_rotated", "valset_v1"]  # the first in order
     artifact = Artifact.get("ingest-summary")
     table = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
     assert sorted((row["split"], row["outcome"], row["count"]) for row in table) == [
-        ("train", "accepted", 1), ("val", "accepted", 1)]
+        ("train", "accepted", 1), ("train", "rejected: duplicate", 1), ("val", "accepted", 1)]

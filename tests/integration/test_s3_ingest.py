@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import shutil
+import http.client
+import http.server
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import pytest
 from PIL import Image
 
 from pipelines import s3 as s3lib
-from pipelines.ingest import ingest_flow
+from pipelines.ingest import decode_all, ingest_flow, list_all
 from pipelines.paths import Paths
 
 pytestmark = pytest.mark.integration
@@ -47,7 +50,7 @@ def s3_objects() -> dict[str, bytes]:
         "set/corrupt.png": b"this is not an image, whatever its name says\n" * 20,
         "set/truncated.png": t1[: len(t1) // 2],
         "set/empty.png": b"",
-        "set/.hidden.png": (T91 / "t11.png").read_bytes(),  # hidden: never listed
+        "set/.hidden.png": (T91 / "t11.png").read_bytes(),  # hidden: listed as skipped, never read
         "set-b/t12.png": (T91 / "t12.png").read_bytes(),  # shares the string prefix "set" only
         "other/t13.png": (T91 / "t13.png").read_bytes(),  # outside the prefix
     }
@@ -75,7 +78,7 @@ def test_ingest_from_s3_and_local(prefix, tmp_path, s3_env, bucket, make_config,
     paths = Paths(root=tmp_path / "project")
     counts = ingest_flow(cfg, paths=paths)
 
-    assert counts == {"accepted": 5, "rejected": 5}
+    assert counts == {"accepted": 5, "rejected": 6}
     s3uri = lambda key: f"s3://{bucket}/{key}"  # noqa: E731
     manifest = read_csv(paths.manifest)
     assert [(r["id"], r["source_uri"], r["split"], r["width"], r["height"], r["path"]) for r in manifest] == [
@@ -88,6 +91,7 @@ def test_ingest_from_s3_and_local(prefix, tmp_path, s3_env, bucket, make_config,
     ]  # fmt: skip
     rejects = read_csv(paths.rejects)
     assert [(r["source_uri"], r["split"], r["reason"]) for r in rejects] == [
+        (s3uri("set/.hidden.png"), "train", "hidden"),
         (s3uri("set/corrupt.png"), "train", "not_an_image"),
         (s3uri("set/dup/bird.png"), "train", "duplicate"),
         (s3uri("set/empty.png"), "train", "empty"),
@@ -139,3 +143,79 @@ def test_list_objects_paginates_past_1000(s3_env, bucket, make_config):
     everything = list(s3lib.list_objects(product, f"s3://{bucket}"))
     assert len(everything) == n + 2 and len(set(everything)) == n + 2
     assert s3lib.read_object(product, f"s3://{bucket}/many/01004.bin") == b"many/01004.bin"
+
+
+class DenyingProxy(http.server.ThreadingHTTPServer):
+    """A real S3 front: relays every request to the rclone server, except reads of keys that
+    contain ``denied``, which it answers as S3 does for a policy that refuses them (403)."""
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream.removeprefix("http://")
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ProxyHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+    def _relay(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+        if self.command == "GET" and "denied" in self.path:
+            self._answer(403, {"Content-Type": "application/xml"},
+                         b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+                         b"<Message>Access Denied</Message></Error>")
+            return
+        conn = http.client.HTTPConnection(self.server.upstream, timeout=30)
+        conn.request(self.command, self.path, body=body or None, headers=dict(self.headers))  # Host kept: signatures hold
+        resp = conn.getresponse()
+        data = resp.read()
+        headers = {k: v for k, v in resp.getheaders() if k.lower() not in ("transfer-encoding", "content-length", "connection")}
+        self._answer(resp.status, headers, data)
+        conn.close()
+
+    def _answer(self, status, headers, data):
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _relay
+
+
+def test_denied_and_vanished_objects_are_rejected_and_the_rest_ingested(tmp_path, s3_env, bucket, make_config):
+    """AccessDenied on one object, and an object deleted between listing and reading: each is an
+    ``unreadable`` reject naming the S3 error; an object over max_bytes is refused unread; every
+    other object is ingested."""
+    s3 = s3_env.client()
+    for key, name in [("set/t1.png", "t1.png"), ("set/t2.png", "t2.png"), ("set/denied.png", "t10.png"),
+                      ("set/gone.png", "t12.png")]:
+        s3.put_object(Bucket=bucket, Key=key, Body=(T91 / name).read_bytes())
+    s3.put_object(Bucket=bucket, Key="set/huge.png", Body=b"\x89PNG\r\n\x1a\n" + bytes(200_000))
+    proxy = DenyingProxy(s3_env.endpoint_url)
+    try:
+        cfg = make_config({"ingest": {"sources": [{"uri": f"s3://{bucket}/set", "split": "train"}],
+                                      "download_retries": 0, "max_bytes": 100_000},
+                           "s3": {"endpoint_url": proxy.endpoint_url}})
+        candidates = list_all.fn(cfg)
+        assert [c.rel for c in candidates] == ["denied.png", "gone.png", "huge.png", "t1.png", "t2.png"]
+        s3.delete_object(Bucket=bucket, Key="set/gone.png")  # listed, then gone before it is read
+        images = tmp_path / "images"
+        images.mkdir()
+        accepted, rejects = decode_all.fn(candidates, cfg, images)
+    finally:
+        proxy.shutdown()
+    assert [r.id for r in accepted] == ["set_t1", "set_t2"]
+    assert sorted(p.name for p in images.iterdir()) == ["set_t1.png", "set_t2.png"]  # no staged leftovers
+    got = {r.source_uri.rsplit("/", 1)[1]: (r.reason, r.detail.split(":")[0]) for r in rejects}
+    assert got == {"denied.png": ("unreadable", "AccessDenied"), "gone.png": ("unreadable", "NoSuchKey"),
+                   "huge.png": ("file_too_large", "200008 bytes exceeds max_bytes=100000")}  # size from the listing
