@@ -7,8 +7,9 @@ processes; at most ``prefetch`` decoded images and ``prefetch`` pending writes a
 
 Each output is ``<out>/<relative path>.png`` (lossless), written under a temporary name and
 renamed, so an interrupted run leaves no partial file; a rerun skips outputs that exist unless
-``overwrite``. A file that cannot be read, or that the network cannot take, is reported and
-skipped; the others are still written.
+``overwrite``. A file that cannot be read or decoded, that the network fails on, or whose output
+cannot be written, is reported (file and reason) and skipped, whatever the error: the others are
+still written. The command fails only when no input could be processed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from pipelines.evaluate import IMAGE_SUFFIXES
 from pipelines.fsutil import atomic_write_bytes
-from pipelines.images import Rejected, decode_image, encode_png
+from pipelines.images import DecodeLimits, decode_image, encode_png, failure_reason, read_file
 from training.inference import Engine
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,22 @@ class ApplyReport:
     existing: list[Path] = field(default_factory=list)  # outputs already there, skipped
     failed: list[tuple[Path, str]] = field(default_factory=list)  # (input, why)
 
+    @property
+    def inputs(self) -> int:
+        return len(self.written) + len(self.existing) + len(self.failed)
+
+    @property
+    def all_failed(self) -> bool:
+        """Nothing to show for the run: every input failed (or there was none)."""
+        return not self.written and not self.existing
+
     def line(self) -> str:
+        if self.all_failed:
+            return (f"apply: none of the {self.inputs} input(s) could be processed ({len(self.failed)} failed)"
+                    + "".join(f"\n  {p}: {why}" for p, why in self.failed))
         return (f"apply: {len(self.written)} written, {len(self.existing)} already there, "
-                f"{len(self.failed)} failed" + "".join(f"\n  {p}: {why}" for p, why in self.failed))
+                f"{len(self.failed)} failed" + (" (skipped)" if self.failed else "")
+                + "".join(f"\n  {p}: {why}" for p, why in self.failed))
 
 
 def plan(source: Path, out: Path) -> list[tuple[Path, Path]]:
@@ -61,7 +75,7 @@ def plan(source: Path, out: Path) -> list[tuple[Path, Path]]:
 
 
 def apply_folder(engine: Engine, source: Path, out: Path, overwrite: bool = False, workers: int = 2,
-                 max_pixels: int = 40_000_000, progress: bool = True) -> ApplyReport:
+                 limits: DecodeLimits = DecodeLimits(), progress: bool = True) -> ApplyReport:
     report = ApplyReport()
     jobs = []
     for src, dst in plan(source, out):
@@ -78,7 +92,7 @@ def apply_folder(engine: Engine, source: Path, out: Path, overwrite: bool = Fals
 
         def refill() -> None:
             while len(decoding) < prefetch and (job := next(todo, None)):
-                decoding.append((*job, readers.submit(_decode, job[0], max_pixels)))
+                decoding.append((*job, readers.submit(_decode, job[0], limits)))
 
         def finish_writes(keep: int) -> None:
             """Collect the finished writes, and wait for the oldest while more than ``keep`` are pending."""
@@ -87,8 +101,8 @@ def apply_folder(engine: Engine, source: Path, out: Path, overwrite: bool = Fals
                 try:
                     fut.result()
                     report.written.append(dst)
-                except OSError as exc:
-                    report.failed.append((src, f"cannot write {dst}: {exc}"))
+                except Exception as exc:  # noqa: BLE001 - a full disk, a folder in the way...: this output only
+                    _fail(report, src, f"cannot write {dst} ({failure_reason(exc)})")
                 bar.update(1)
 
         refill()
@@ -108,8 +122,13 @@ def apply_folder(engine: Engine, source: Path, out: Path, overwrite: bool = Fals
     return report
 
 
-def _decode(path: Path, max_pixels: int) -> np.ndarray:
-    return decode_image(path.read_bytes(), max_pixels)[0]
+def _decode(path: Path, limits: DecodeLimits) -> np.ndarray:
+    return decode_image(read_file(path, limits), limits=limits)[0]
+
+
+def _fail(report: ApplyReport, src: Path, why: str) -> None:
+    report.failed.append((src, why))
+    log.warning("skipped %s: %s", src, why)
 
 
 def _encode(image: np.ndarray, dst: Path) -> None:
@@ -124,10 +143,9 @@ def _next_batch(decoding: deque, size: int, report: ApplyReport, bar) -> list[tu
         src, dst, fut = decoding[0]
         try:
             image = fut.result()
-        except (Rejected, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - Rejected, OSError, or whatever a decoder raised: this file only
             decoding.popleft()
-            report.failed.append((src, f"cannot read it ({exc})"))
-            log.warning("skipped %s: cannot read it (%s)", src, exc)
+            _fail(report, src, f"cannot read it ({failure_reason(exc)})")
             bar.update(1)
             continue
         if batch and image.shape != batch[0][2].shape:
@@ -142,11 +160,10 @@ def _infer(engine: Engine, batch: list[tuple[Path, Path, np.ndarray]], report: A
     a diverged output) costs only itself."""
     try:
         return engine.run([image for _, _, image in batch])
-    except (ValueError, RuntimeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - too small, a diverged output, out of memory...: these images only
         if len(batch) > 1:
             return [_infer(engine, [item], report)[0] for item in batch]
-        report.failed.append((batch[0][0], f"the model failed on it ({exc})"))
-        log.warning("skipped %s: the model failed on it (%s)", batch[0][0], exc)
+        _fail(report, batch[0][0], f"the model failed on it ({failure_reason(exc)})")
         return [None]
 
 
@@ -167,6 +184,7 @@ def run_cli(args, cfg) -> int:
         side = engine.tile or 256
         log.info("compiling the network (warm-up at %dx%d)", side, side)
         engine.warm_up(side, side)
-    report = apply_folder(engine, args.input, args.out, args.overwrite, args.workers, cfg.ingest.max_pixels)
+    report = apply_folder(engine, args.input, args.out, args.overwrite, args.workers,
+                          DecodeLimits.from_config(cfg.ingest))
     print(report.line(), file=sys.stderr if report.failed else sys.stdout)
-    return 0
+    return 1 if report.all_failed else 0

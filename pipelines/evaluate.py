@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from pipelines.config import Config
 from pipelines.fsutil import atomic_write_bytes, atomic_write_text, sha256_file
-from pipelines.images import Rejected, decode_image, encode_png
+from pipelines.images import DecodeLimits, decode_image, encode_png, failure_reason, read_file
 from pipelines.predictors import Predictor, baseline
 from pipelines.sheets import render_sheet, row_crops
 from training.pairs import sample_seed, val_pair
@@ -36,7 +36,7 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".
 
 
 class EvaluationError(RuntimeError):
-    """An image could not be read, or the model failed on one: named, never skipped silently."""
+    """A set with no image that could be read, or a model that failed on one: named, in one line."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,19 @@ class EvalImage:
     source_channels: int
 
 
-def load_image_set(folder: Path, task: str, cfg: Config) -> list[EvalImage]:
-    """Every image file under ``folder`` (sorted), with the task's degraded input made from it."""
+class ImageSet(list):
+    """The ``EvalImage``s of a folder (a list), and ``skipped``: (name, why) for each file that could
+    not be read or degraded, reported and left out so that one bad file does not stop an evaluation."""
+
+    def __init__(self, images=(), skipped=()) -> None:
+        super().__init__(images)
+        self.skipped: list[tuple[str, str]] = list(skipped)
+
+
+def load_image_set(folder: Path, task: str, cfg: Config) -> ImageSet:
+    """Every image file under ``folder`` (sorted), with the task's degraded input made from it.
+    A file that cannot be read, decoded or degraded is logged and skipped (``ImageSet.skipped``);
+    a folder where none can be is an ``EvaluationError``."""
     if not folder.is_dir():
         raise EvaluationError(f"{folder}: no such folder of images")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -57,24 +68,44 @@ def load_image_set(folder: Path, task: str, cfg: Config) -> list[EvalImage]:
     stems = [p.stem for p in files]
     degradation = cfg.degradation(task)
     colour_only = cfg.task(task).entry.colour_targets_only
-    images, gray = [], []
+    images, gray, skipped = ImageSet(), [], []
+    limits = DecodeLimits.from_config(cfg.ingest)
     for path in files:
         name = path.stem if stems.count(path.stem) == 1 else path.relative_to(folder).as_posix()
+        why = None
         try:
-            rgb, channels = decode_image(path.read_bytes(), cfg.ingest.max_pixels)
-        except Rejected as exc:
-            raise EvaluationError(f"{path}: cannot be evaluated ({exc})") from None
-        if colour_only and is_gray(rgb):
-            gray.append(name)
+            rgb, channels = decode_image(read_file(path, limits), limits=limits)
+        except Exception as exc:  # noqa: BLE001 - whatever the decoder raises, only this file is left out
+            why = f"cannot read it ({failure_reason(exc)})"
+        else:
+            if colour_only and is_gray(rgb):
+                gray.append(name)
+                continue
+            scale = degradation.input_scale
+            if min(rgb.shape[:2]) < scale:  # nothing would be left after the mod-crop
+                why = f"too small: {rgb.shape[1]}x{rgb.shape[0]}, under the scale ({scale}) on a side"
+            else:
+                try:
+                    # The seed depends on the image name only, so every model sees the same noisy inputs.
+                    pair = val_pair(rgb, degradation, sample_seed(cfg.seed, task, "evaluate", name))
+                except Exception as exc:  # noqa: BLE001 - a degradation that cannot take this image: this one only
+                    why = f"cannot make its input ({type(exc).__name__}: {exc})"
+        if why is not None:
+            skipped.append((name, why))
+            log.warning("skipped %s: %s", path, why)
             continue
-        # The seed depends on the image name only, so every model sees the same noisy inputs.
-        pair = val_pair(rgb, degradation, sample_seed(cfg.seed, task, "evaluate", name))
         inp = pair.input if pair.input.shape[2] == 3 else np.repeat(pair.input, 3, axis=2)
         images.append(EvalImage(name, pair.target, inp, channels))
+    images.skipped = skipped
     if gray:
         log.info("%s: %d gray image(s) left out, %s has no colour to recover there: %s", folder, len(gray), task, ", ".join(gray))
     if not images:
-        raise EvaluationError(f"{folder}: every image is gray; {task} needs colour targets")
+        if not gray:
+            first, why = skipped[0]
+            raise EvaluationError(f"{folder}: none of its {len(files)} image file(s) could be used "
+                                  f"({first}: {why}{'; see the warnings above' if len(skipped) > 1 else ''})")
+        unread = f", {len(skipped)} unreadable" if skipped else ""
+        raise EvaluationError(f"{folder}: every image is gray{unread}; {task} needs colour targets")
     return images
 
 
@@ -119,7 +150,8 @@ def _mean(values: list[float]) -> float:
 
 def evaluate_images(task: str, predictor: Predictor, images: list[EvalImage], cfg: Config, image_set: str,
                     tools: Instruments, progress: bool = True) -> tuple[dict[str, Any], np.ndarray]:
-    """(report, comparison sheet) of ``predictor`` and the task's baseline on ``images``."""
+    """(report, comparison sheet) of ``predictor`` and the task's baseline on ``images``; the files
+    ``load_image_set`` skipped (``images.skipped``) are listed under ``skipped``."""
     names = cfg.reported_metrics(task)
     scale = cfg.degradation(task).input_scale
     base = baseline(task, scale)
@@ -149,6 +181,8 @@ def evaluate_images(task: str, predictor: Predictor, images: list[EvalImage], cf
         "task": task, "model": predictor.name, "image_set": image_set, "images": len(per_image),
         **{k: _mean([r[k] for r in per_image]) for k in keys},
         "baseline": {"model": base.name, **{k: _mean([r["baseline"][k] for r in per_image]) for k in names}},
+        # files of the set that could not be read: left out of the means, named with the reason
+        "skipped": [{"name": name, "reason": why} for name, why in getattr(images, "skipped", [])],
         "per_image": per_image,
     }
     sheet = render_sheet(rows, f"{task} on {image_set}: {predictor.name} ({names[0]}, higher is "
@@ -166,7 +200,7 @@ def write_report(report: dict[str, Any], sheet: np.ndarray, out_dir: Path) -> tu
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     """The report without per-image rows: what `dvc metrics show` and MLflow get."""
-    return {k: v for k, v in report.items() if k not in ("per_image", "task", "model", "image_set", *STAMPS)}
+    return {k: v for k, v in report.items() if k not in ("per_image", "skipped", "task", "model", "image_set", *STAMPS)}
 
 
 STAMPS = ("weights_sha256", "settings_sha256")  # what a report scored: promote reuses it when both match
@@ -186,7 +220,9 @@ def summary_line(report: dict[str, Any]) -> str:
     names = [n for n in METRICS if n in report["baseline"]]
     ours = ", ".join(f"{n} {report[n]:.4g}" for n in names)
     theirs = ", ".join(f"{n} {report['baseline'][n]:.4g}" for n in names)
-    return f"{report['task']} {report['model']} on {report['image_set']} ({report['images']} images): {ours} | {report['baseline']['model']}: {theirs}"
+    skipped = f", {len(report['skipped'])} skipped" if report.get("skipped") else ""
+    return (f"{report['task']} {report['model']} on {report['image_set']} ({report['images']} images{skipped}): {ours} | "
+            f"{report['baseline']['model']}: {theirs}")
 
 
 def run(task: str, model: str, cfg: Config, paths, images: Path | None = None, out: Path | None = None,

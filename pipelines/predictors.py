@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from training.imresize import imresize_uint8
-from training.inference import Engine, InferenceConfig, load_model_file
+from training.inference import Engine, InferenceConfig, ModelFileError, load_model_file
 from torch import nn
 
 BASELINES = ("bicubic", "identity")
@@ -75,6 +75,10 @@ def load_network(spec: str, task: str | None, tracking_uri: str | None = None) -
         file = _download_weights(spec, tracking_uri, folder) if spec.startswith(MLFLOW_SCHEMES) else _local_file(spec)
         try:
             model, meta = load_model_file(file)
+        except ModelFileError as exc:  # one line naming the file; a download's temporary path means nothing
+            if spec.startswith(MLFLOW_SCHEMES):
+                raise ModelSpecError(f"--model {spec}: its {exc.path.name} artifact: {exc.what} ({exc.why})") from None
+            raise ModelSpecError(f"--model {exc}") from None
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelSpecError(f"--model {spec}: {exc}") from None
     if task is not None and meta["task"] != task:

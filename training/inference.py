@@ -10,13 +10,16 @@ not show. Options: channels-last, ``torch.compile`` (with a warm-up), bf16 autoc
 
 from __future__ import annotations
 
+import os
+import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from training.models import ResNet, TransformNet, build_transform_net, parse_model_config
 from training.tiling import instance_norms, receptive_radius, tiled_forward
@@ -29,13 +32,105 @@ def model_from_state(state: dict[str, Any]) -> TransformNet | ResNet:
     return model.eval()
 
 
-def load_model_file(path: str | Path) -> tuple[TransformNet | ResNet, dict[str, Any]]:
-    """(network, its metadata: task, scale, model_config, step) from a ``model.pt`` file."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    missing = {"task", "scale", "model_config", "model"} - set(state)
+MODEL_KEYS = ("task", "scale", "model_config", "model")
+
+
+class ModelFileError(ValueError):
+    """A ``model.pt`` that cannot be loaded as a percept model: one line naming the file and what is
+    wrong with it (``path`` and ``why`` are kept for callers that reword it)."""
+
+    def __init__(self, path: str | Path, why: str, what: str = "not a percept model file") -> None:
+        self.path, self.why, self.what = Path(path), why, what
+        shown = f"{path} (a link to {os.path.realpath(path)})" if os.path.islink(path) else str(path)
+        super().__init__(f"{shown}: {what} ({why})")
+
+
+def _one_line(exc: BaseException, limit: int = 240) -> str:
+    """An exception's message on one line, without torch's boilerplate, at most ``limit`` characters."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:  # torch's weights-only refusal: the reason sits in the middle
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    text = re.sub(r"\[enforce fail at [^\]]*\]\s*\.?\s*", "", text)
+    text = " ".join(text.split()) or type(exc).__name__
+    text = text.split(". ", 1)[0]  # torch goes on with advice ("This is an internal miniz error. If you...")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _kind(value: Any) -> str:
+    return "a tensor" if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    """``torch.load`` (weights only: pickled code never runs) with every failure as a ModelFileError."""
+    try:
+        if path.is_dir():
+            raise ModelFileError(path, "a folder, not a file")
+        if not path.is_file():
+            if not path.exists():
+                raise ModelFileError(path, "no such file", "cannot be read")
+            raise ModelFileError(path, "not a regular file")
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise ModelFileError(path, exc.strerror or _one_line(exc), "cannot be read") from None
+    if not head:
+        raise ModelFileError(path, "empty file")
+    is_zip, is_pickle = head.startswith(b"PK\x03\x04"), head[:1] == b"\x80"  # torch's two formats
+    if not (is_zip or is_pickle):
+        raise ModelFileError(path, "not a PyTorch file: neither a zip archive nor a pickle")
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise on top of the error
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises EOFError, UnpicklingError, RuntimeError, KeyError, OSError... for bad files
+        if "Unsupported global" in str(exc):  # weights only: a class or function it would have to import and run
+            why = (f"{'a PyTorch file' if is_zip else 'a pickle'} holding Python objects that only running its code "
+                   f"could rebuild, which is never done ({_one_line(exc)})")
+        elif is_zip:
+            why = f"not a PyTorch file: a damaged or foreign zip archive ({_one_line(exc)})"
+        else:
+            why = f"not a PyTorch file: a pickle torch did not write, or a damaged one ({_one_line(exc)})"
+        raise ModelFileError(path, why) from None
+    if not isinstance(state, dict):
+        raise ModelFileError(path, f"a PyTorch file, but not a percept model: it holds {_kind(state)}, "
+                                   "not a dict of settings and weights")
+    missing = [k for k in MODEL_KEYS if k not in state]
     if missing:
-        raise ValueError(f"{path}: not a percept model file (missing {', '.join(sorted(missing))})")
-    return model_from_state(state), {k: v for k, v in state.items() if k != "model"}
+        raise ModelFileError(path, "a PyTorch file, but not a percept model: missing "
+                                   + ", ".join(repr(k) for k in missing))
+    expected = {"task": (str, "a string"), "scale": (int, "an integer"), "model_config": (dict, "a dict"),
+                "model": (dict, "a dict of tensors")}
+    for key, (kind, name) in expected.items():
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            raise ModelFileError(path, f"a PyTorch file, but not a percept model: {key!r} is {_kind(state[key])}, "
+                                       f"not {name}")
+    if not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        raise ModelFileError(path, "a PyTorch file, but not a percept model: 'model' holds values that are not tensors")
+    return state
+
+
+def load_model_file(path: str | Path) -> tuple[TransformNet | ResNet, dict[str, Any]]:
+    """(network, its metadata: task, scale, model_config, step) from a ``model.pt`` file. Anything
+    else (an empty, truncated or foreign file, a pickle, a tensor, a dict without the percept keys,
+    weights that do not fit the config) raises ``ModelFileError`` naming the file and the fault."""
+    path = Path(path)
+    state = _read_state(path)
+    try:
+        config = parse_model_config(state["model_config"])
+    except ValidationError as exc:
+        faults = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'model_config'}: {e['msg']}" for e in exc.errors()[:3])
+        raise ModelFileError(path, f"its model_config is not valid: {faults}") from None
+    try:
+        model = build_transform_net(config, state["scale"])
+    except Exception as exc:  # noqa: BLE001 - e.g. a scale the architecture does not have
+        raise ModelFileError(path, f"its scale and model_config make no network: {_one_line(exc)}") from None
+    try:
+        model.load_state_dict(state["model"])
+    except Exception as exc:  # noqa: BLE001 - weights of other shapes, missing or extra ones (RuntimeError)
+        raise ModelFileError(path, f"its weights do not fit its model_config: {_one_line(exc)}") from None
+    meta = {k: v for k, v in state.items() if k != "model"}
+    meta["model_config"] = config.model_dump(mode="json")  # every field, defaults included (in_channels...)
+    return model.eval(), meta
 
 
 def to_tensor(image: np.ndarray, channels: int) -> torch.Tensor:

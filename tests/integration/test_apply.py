@@ -151,3 +151,125 @@ def test_a_registered_model_is_found_by_its_uri(model_dir, tmp_path, monkeypatch
     assert meta["task"] == TASK
     assert list(scratch.iterdir()) == []
     np.testing.assert_array_equal(engine(image), Engine(local, 4, cfg=InferenceConfig(tile=None))(image))
+
+
+QOI_HEADER = b"qoif" + (4).to_bytes(4, "big") + (4).to_bytes(4, "big") + bytes([3, 0])  # Pillow once raised IndexError
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_bad_images(folder: Path) -> list[str]:
+    """A QOI header named .png and a PNG cut to half its bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bad.png").write_bytes(QOI_HEADER)
+    data = png_bytes(photo(24, 32, 9))
+    (folder / "half.png").write_bytes(data[: len(data) // 2])
+    return ["bad.png", "half.png"]
+
+
+def test_one_bad_image_is_named_and_skipped_and_the_others_are_written(model_dir, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(photo(24, 32, 0)).save(src / "a.png")
+    Image.fromarray(photo(20, 28, 1)).save(src / "b.png")
+    (src / "bad.png").write_bytes(QOI_HEADER)
+    out = percept("apply", "--model", str(model_dir), "--task", TASK, "--input", str(src), "--out", str(tmp_path / "out"))
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]  # nothing partial beside them
+    assert "Traceback" not in out.stderr
+    assert f"{src / 'bad.png'}: cannot read it" in out.stderr and "2 written, 0 already there, 1 failed" in out.stderr
+
+
+def test_a_run_where_every_image_fails_exits_non_zero_and_says_so(model_dir, tmp_path):
+    names = write_bad_images(tmp_path / "in")
+    out = percept("apply", "--model", str(model_dir), "--task", TASK, "--input", str(tmp_path / "in"), "--out",
+                  str(tmp_path / "out"))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "apply: none of the 2 input(s) could be processed (2 failed)" in out.stderr
+    assert all(f"{tmp_path / 'in' / name}: cannot read it" in out.stderr for name in names)
+    assert not list((tmp_path / "out").rglob("*.png")) if (tmp_path / "out").exists() else True
+    # one file given as --input, and it is bad: the same
+    single = percept("apply", "--model", str(model_dir), "--task", TASK, "--input", str(tmp_path / "in" / "bad.png"),
+                     "--out", str(tmp_path / "out"))
+    assert single.returncode == 1 and "none of the 1 input(s) could be processed" in single.stderr
+
+
+def test_any_error_while_decoding_running_or_writing_one_image_costs_only_that_image(model_dir, tmp_path, monkeypatch):
+    """Whatever a decoder, the network or the writer raises for one image (not only the errors
+    foreseen), that image is reported and skipped; the others are written."""
+    import pipelines.apply as apply_module
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, name in enumerate(["a", "b", "c", "d", "e"]):
+        Image.fromarray(photo(24, 32, i)).save(src / f"{name}.png")
+    (src / "qoi.png").write_bytes(QOI_HEADER)
+    (src / "odd.png").write_bytes(png_bytes(photo(17, 19, 7)))
+    decode = apply_module.decode_image
+
+    def buggy_decode(data, **kwargs):
+        if data.startswith(b"qoif"):
+            raise IndexError("list index out of range")  # what Pillow's QOI decoder raised
+        return decode(data, **kwargs)
+
+    model, _ = load_model_file(model_dir / "model.pt")
+    engine = Engine(model, 4, cfg=InferenceConfig(tile=None, batch=4))
+    run = engine.run
+
+    def picky_run(images):
+        if any(image.shape[:2] == (17, 19) for image in images):
+            raise TypeError("an unforeseen failure")
+        return run(images)
+
+    write = apply_module.atomic_write_bytes
+
+    def disk_full_for_b(dst, data):
+        if dst.name != "b.png":
+            return write(dst, data)
+        from pipelines.fsutil import atomic_open
+
+        with atomic_open(dst) as fh:  # half written, then the disk is full
+            fh.write(data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(apply_module, "decode_image", buggy_decode)
+    monkeypatch.setattr(engine, "run", picky_run)
+    monkeypatch.setattr(apply_module, "atomic_write_bytes", disk_full_for_b)
+    report = apply_folder(engine, src, tmp_path / "out", workers=2, progress=False)
+
+    failed = {p.name: why for p, why in report.failed}
+    assert sorted(failed) == ["b.png", "odd.png", "qoi.png"]
+    assert failed["qoi.png"] == "cannot read it (IndexError: list index out of range)"
+    assert failed["odd.png"] == "the model failed on it (TypeError: an unforeseen failure)"
+    assert failed["b.png"] == f"cannot write {tmp_path / 'out' / 'b.png'} (No space left on device)"
+    assert len(report.written) == 4 and all(p.is_file() for p in report.written)
+    assert not (tmp_path / "out" / "b.png").exists() and not list((tmp_path / "out").glob(".*"))  # nothing partial
+    assert not report.all_failed and "4 written, 0 already there, 3 failed" in report.line()
+
+
+@pytest.mark.parametrize("kind", ["empty", "text", "link"])
+def test_a_bad_model_file_is_one_line_on_the_command_line(model_dir, tmp_path, kind):
+    folder = tmp_path / "models" / TASK
+    folder.mkdir(parents=True)
+    weights = folder / "model.pt"
+    if kind == "empty":
+        weights.write_bytes(b"")
+    elif kind == "text":
+        weights.write_text("not weights\n")
+    else:
+        if not Path("/etc/passwd").is_file():
+            pytest.skip("needs /etc/passwd")
+        os.symlink("/etc/passwd", weights)
+    Image.fromarray(photo(24, 32, 0)).save(tmp_path / "a.png")
+    out = percept("apply", "--model", str(folder), "--task", TASK, "--input", str(tmp_path / "a.png"), "--out",
+                  str(tmp_path / "out"))
+    assert out.returncode == 1 and out.stdout == ""
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"percept apply: error: --model {weights}") and "not a percept model file (" in lines[0]

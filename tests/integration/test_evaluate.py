@@ -81,13 +81,70 @@ def test_colorize_leaves_out_gray_targets_which_would_score_the_gray_input_infin
     assert report["colourfulness"] == 0 < report["target_colourfulness"]  # the gray input itself
 
 
-def test_an_unreadable_image_is_named_and_stops_the_evaluation(params_file, tmp_path):
+QOI_HEADER = b"qoif" + (4).to_bytes(4, "big") + (4).to_bytes(4, "big") + bytes([3, 0])  # Pillow once raised IndexError
+
+
+def write_bad_images(folder: Path) -> None:
+    """Three files no decoder can use: a cut PNG signature, a QOI header named .png, a PNG cut in half."""
+    folder.mkdir(exist_ok=True)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    (folder / "qoi.png").write_bytes(QOI_HEADER)
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / "whole.png")
+    data = (folder / "whole.png").read_bytes()
+    (folder / "whole.png").unlink()
+    (folder / "half.png").write_bytes(data[: len(data) // 2])
+
+
+def test_unreadable_images_are_named_skipped_and_listed_in_the_report(params_file, tmp_path):
     write_mixed_folder(tmp_path / "mixed")
-    (tmp_path / "mixed" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    write_bad_images(tmp_path / "mixed")
     out = percept("--params", str(params_file), "evaluate", "--task", "denoise", "--model", "identity",
-                  "--images", str(tmp_path / "mixed"), "--json")
-    assert out.returncode == 1 and out.stdout == ""
-    assert "broken.png" in out.stderr
+                  "--images", str(tmp_path / "mixed"), "--json", "--out", str(tmp_path / "report"))
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    report = json.loads(out.stdout)  # stdout is still the JSON object alone
+    # the means are over the four images that could be read
+    assert report["images"] == 4 and sorted(r["name"] for r in report["per_image"]) == ["alpha", "deep16", "gray", "odd"]
+    assert report["psnr"] == pytest.approx(np.mean([r["psnr"] for r in report["per_image"]]))
+    assert [s["name"] for s in report["skipped"]] == ["broken", "half", "qoi"]
+    assert all(s["reason"].startswith("cannot read it (") for s in report["skipped"])
+    for name in ("broken.png", "half.png", "qoi.png"):
+        assert f"skipped {tmp_path / 'mixed' / name}: cannot read it" in out.stderr
+    assert "(4 images, 3 skipped)" in out.stderr
+    assert json.loads((tmp_path / "report" / "mixed.json").read_text())["skipped"] == report["skipped"]
+
+
+def test_a_set_where_no_image_can_be_read_fails_with_one_line(params_file, tmp_path):
+    write_bad_images(tmp_path / "bad")
+    out = percept("--params", str(params_file), "evaluate", "--task", "denoise", "--model", "identity",
+                  "--images", str(tmp_path / "bad"), "--json")
+    assert out.returncode == 1 and out.stdout == "" and "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"percept evaluate: error: {tmp_path / 'bad'}: none of its 3 image file(s) could be used "
+                           "(broken: cannot read it (")
+    assert last.endswith("; see the warnings above)")
+
+
+def test_any_decoder_error_or_a_too_small_image_skips_only_that_image(make_config, tmp_path, monkeypatch):
+    """Not only the errors the decoder foresees: whatever it raises for one file, and an image too
+    small for the task's scale, leave that file out with the reason."""
+    import pipelines.evaluate as evaluate
+
+    write_mixed_folder(tmp_path / "mixed")
+    (tmp_path / "mixed" / "qoi.png").write_bytes(QOI_HEADER)
+    Image.fromarray(np.zeros((3, 9, 3), np.uint8)).save(tmp_path / "mixed" / "tiny.png")
+    decode = evaluate.decode_image
+
+    def buggy_decode(data, **kwargs):
+        if data.startswith(b"qoif"):
+            raise IndexError("list index out of range")  # what Pillow's QOI decoder raised
+        return decode(data, **kwargs)
+
+    monkeypatch.setattr(evaluate, "decode_image", buggy_decode)
+    images = evaluate.load_image_set(tmp_path / "mixed", "sr_x4", make_config())
+    assert sorted(i.name for i in images) == ["alpha", "deep16", "gray", "odd"]
+    assert dict(images.skipped) == {"qoi": "cannot read it (IndexError: list index out of range)",
+                                    "tiny": "too small: 9x3, under the scale (4) on a side"}
 
 
 def test_a_model_file_for_another_task_or_missing_is_refused(params_file, tmp_path):

@@ -1,12 +1,17 @@
 """Whole-image inference: tiles agree with the whole image (batch norm and instance norm),
 batches agree with single images, failures are loud."""
 
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from training.inference import Engine, InferenceConfig, apply_model, load_model_file, to_image, to_tensor
+from training.inference import Engine, InferenceConfig, ModelFileError, apply_model, load_model_file, to_image, to_tensor
 from training.models import TransformNetConfig, build_transform_net
 from training.tiling import receptive_radius, tile_grid, tiled_forward
 
@@ -52,6 +57,90 @@ def test_model_file_round_trip_and_a_wrong_file(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a percept model file"):
         load_model_file(tmp_path / "other.pt")
+
+
+def sr_state(**changes):
+    model = sr_net()
+    return {"task": "sr_x4", "scale": 4, "model_config": model.cfg.model_dump(mode="json"), "model": model.state_dict(),
+            "step": 3, **changes}
+
+
+def write_zip(path: Path) -> None:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("notes/readme.txt", "a zip archive, not a torch file")
+
+
+def write_truncated(path: Path) -> None:
+    torch.save(sr_state(), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+class Gadget:  # a class a pickle would have to import (and could run code of) to rebuild
+    pass
+
+
+BAD_MODEL_FILES = {  # name: (how to write it, what the message must say)
+    "empty": (lambda p: p.write_bytes(b""), "(empty file)"),
+    "text": (lambda p: p.write_text("task: sr_x4\nscale: 4\n"), "not a PyTorch file: neither a zip archive nor a pickle"),
+    "pickle": (lambda p: p.write_bytes(pickle.dumps({"task": "sr_x4", "scale": 4})), "not a PyTorch file: a pickle"),
+    "pickle_protocol_2": (lambda p: p.write_bytes(pickle.dumps({"task": "sr_x4"}, protocol=2)), "not a PyTorch file: a pickle"),
+    "zip": (write_zip, "not a PyTorch file: a damaged or foreign zip archive"),
+    "truncated": (write_truncated, "not a PyTorch file: a damaged or foreign zip archive"),
+    "tensor": (lambda p: torch.save(torch.zeros(3, 4), p), "a PyTorch file, but not a percept model: it holds a tensor"),
+    "list": (lambda p: torch.save([1, 2], p), "a PyTorch file, but not a percept model: it holds a list"),
+    "missing_keys": (lambda p: torch.save({"task": "sr_x4", "weights": torch.zeros(1)}, p),
+                     "a PyTorch file, but not a percept model: missing 'scale', 'model_config', 'model'"),
+    "wrong_types": (lambda p: torch.save(sr_state(scale="4"), p), "'scale' is a str, not an integer"),
+    "custom_object": (lambda p: torch.save({"task": Gadget()}, p), "Python objects that only running its code could rebuild"),
+    "bad_config": (lambda p: torch.save(sr_state(model_config={"arch": "resnet", "channels": "wide"}), p),
+                   "its model_config is not valid: resnet.channels"),
+    "wrong_weights": (lambda p: torch.save(sr_state(model_config={**sr_state()["model_config"], "sr_channels": 8}), p),
+                      "its weights do not fit its model_config: Error(s) in loading state_dict"),
+    "bad_scale": (lambda p: torch.save(sr_state(scale=3), p), "its scale and model_config make no network: scale"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_MODEL_FILES))
+def test_a_bad_model_file_is_one_line_naming_the_file_and_the_fault(tmp_path, kind):
+    write, expected = BAD_MODEL_FILES[kind]
+    path = tmp_path / "models" / kind / "model.pt"
+    path.parent.mkdir(parents=True)
+    write(path)
+    with pytest.raises(ModelFileError) as caught:
+        load_model_file(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: not a percept model file (") and expected in message, message
+    assert "\n" not in message and len(message) < len(str(path)) + 400
+    assert isinstance(caught.value, ValueError) and caught.value.path == path  # the CLI prints ValueErrors as one line
+
+
+@pytest.mark.skipif(not Path("/etc/passwd").is_file(), reason="needs /etc/passwd")
+def test_a_link_to_a_system_file_is_named_with_its_target(tmp_path):
+    link = tmp_path / "model.pt"
+    os.symlink("/etc/passwd", link)
+    with pytest.raises(ModelFileError) as caught:
+        load_model_file(link)
+    assert str(caught.value) == (f"{link} (a link to {os.path.realpath('/etc/passwd')}): not a percept model file "
+                                 "(not a PyTorch file: neither a zip archive nor a pickle)")
+
+
+def test_a_folder_a_device_and_a_missing_file_are_model_file_errors(tmp_path):
+    with pytest.raises(ModelFileError, match="a folder, not a file"):
+        load_model_file(tmp_path)
+    with pytest.raises(ModelFileError, match="no such file"):
+        load_model_file(tmp_path / "absent.pt")
+    if Path("/dev/null").exists():
+        with pytest.raises(ModelFileError, match="not a regular file"):
+            load_model_file("/dev/null")
+
+
+def test_a_model_file_with_defaults_left_out_of_its_config_loads_with_every_field(tmp_path):
+    state = sr_state()
+    state["model_config"] = {k: v for k, v in state["model_config"].items() if k not in ("in_channels", "arch")}
+    torch.save(state, tmp_path / "model.pt")
+    _, meta = load_model_file(tmp_path / "model.pt")
+    assert meta["model_config"]["in_channels"] == 3 and meta["model_config"]["arch"] == "johnson"
 
 
 def randomised(model: nn.Module, seed: int = 0) -> nn.Module:
