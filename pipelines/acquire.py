@@ -3,20 +3,26 @@
 A ``dataset:`` collection is a folder of the datasets directory (``$PERCEPT_DATASETS``, else
 ``../shared/datasets``) and is verified against that folder's ``SHA256SUMS``. A ``files:``
 collection lists https://, http://, s3:// or local files with their expected sha256; archives
-(.zip, .tar, .tar.gz, .tgz) are unpacked after the check. A collection is built in a temporary
-folder and renamed into place only when every file checked out.
+(.zip, .tar, .tar.gz, .tgz) are unpacked after the check, regular files only, and refused whole
+when corrupt or when a member would escape the folder, repeat a name or be a link (``unpack``).
+A collection is built in a temporary folder and renamed into place only when every file checked out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import lzma
 import shutil
+import stat
+import struct
 import tarfile
 import tempfile
 import time
 import urllib.request
 import zipfile
-from pathlib import Path, PurePosixPath
+import zlib
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from urllib.parse import urlparse
 
 from tqdm import tqdm
@@ -155,30 +161,152 @@ def _verify(path: Path, item: RemoteFile) -> None:
 
 def _place(local: Path, dest: Path) -> int:
     """Move a checked file into ``dest``, unpacking archives; return how many files it added."""
-    name = local.name.lower()
-    if name.endswith(".zip"):
-        with zipfile.ZipFile(local) as zf:
-            members = [m for m in zf.infolist() if not m.is_dir()]
-            for m in members:
-                _check_member(m.filename, local, dest)
-            zf.extractall(dest)
-        return len(members)
-    if name.endswith(ARCHIVES):
-        with tarfile.open(local) as tf:
-            members = [m for m in tf.getmembers() if m.isfile()]
-            for m in members:
-                _check_member(m.name, local, dest)
-            tf.extractall(dest, members=members, filter="data")  # "data" refuses links and escapes
-        return len(members)
+    if local.name.lower().endswith(ARCHIVES):
+        return unpack(local, dest)
     _check_member(local.name, local, dest)
     shutil.move(local, dest / local.name)
     return 1
 
 
 def _check_member(name: str, source: Path, dest: Path) -> None:
-    """Refuse paths that escape the collection folder, and two files landing on one name."""
+    """Refuse a downloaded file's name that escapes the collection folder, or one already there."""
     rel = PurePosixPath(name)
     if rel.is_absolute() or ".." in rel.parts:
         raise AcquireError(f"{source.name}: refusing archive member outside the folder: {name!r}")
     if (dest / rel).exists():
         raise AcquireError(f"{source.name}: {name!r} is already in the collection (two files with one name)")
+
+
+# Everything the zipfile / tarfile / gzip / bz2 / lzma readers raise on a malformed or truncated
+# archive (BadZipFile, TarError, EOFError, zlib.error, gzip.BadGzipFile (an OSError), struct.error,
+# NotImplementedError for an unsupported compression, RuntimeError for an encrypted zip member,
+# UnicodeError, ValueError) and what writing the files can raise (OSError: name too long, ...).
+_ARCHIVE_ERRORS = (
+    zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError,
+    struct.error, OSError, UnicodeError, ValueError, NotImplementedError, RuntimeError, OverflowError,
+)  # fmt: skip
+
+
+def unpack(archive: Path, dest: Path) -> int:
+    """Unpack a .zip / .tar / .tar.gz / .tgz into ``dest``; return how many files it added.
+
+    Only regular files are written (folders are made as their files need them). The archive is
+    refused with an ``AcquireError`` naming it, and ``dest`` is left as it was, when it is
+    unreadable or corrupt, or when a member: lies outside ``dest`` (absolute, a drive, a ``..``
+    part; ``\\`` counts as a separator), has an empty name or a NUL, is a link, device or fifo,
+    repeats the name of another member once normalised (``a//b``, ``./a/b`` and ``a/b`` are one
+    file), is both a file and a folder, or lands on a name already in ``dest``. All but corruption
+    found while reading a member's data are checked before anything is written.
+    """
+    written: list[Path] = []
+    made: list[Path] = []
+    current = None  # the member being written, for the message
+    try:
+        if archive.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(archive) as zf:
+                for rel, info in _plan(archive, dest, [_zip_member(archive, m) for m in zf.infolist()]):
+                    current = info.filename
+                    with zf.open(info) as src:
+                        _write(src, dest, rel, written, made)
+        else:
+            with tarfile.open(archive) as tf:
+                for rel, info in _plan(archive, dest, [_tar_member(archive, m) for m in tf.getmembers()]):
+                    current = info.name
+                    src = tf.extractfile(info)
+                    if src is None:  # only regular files get here
+                        raise AcquireError(f"{archive.name}: member {info.name!r} has no data")
+                    with src:
+                        _write(src, dest, rel, written, made)
+    except BaseException as exc:
+        for path in reversed(written):
+            path.unlink(missing_ok=True)
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if isinstance(exc, AcquireError) or not isinstance(exc, _ARCHIVE_ERRORS):
+            raise
+        what = "unreadable or corrupt archive" if current is None else f"cannot unpack member {current!r}"
+        raise AcquireError(f"{archive.name}: {what} ({type(exc).__name__}: {exc})") from exc
+    return len(written)
+
+
+def _zip_member(archive: Path, info: zipfile.ZipInfo) -> tuple[str, str, object]:
+    """(kind, name, info) of a zip member; kind is "file" or "dir" (links and devices refused)."""
+    name = info.filename
+    if name.endswith(("/", "\\")):
+        return "dir", name, info
+    mode = info.external_attr >> 16
+    if info.create_system == 3 and stat.S_IFMT(mode) and not stat.S_ISREG(mode):
+        kind = "link" if stat.S_ISLNK(mode) else "folder" if stat.S_ISDIR(mode) else "special file"
+        raise AcquireError(f"{archive.name}: refusing archive member {name!r}: a {kind}, not a regular file")
+    return "file", name, info
+
+
+def _tar_member(archive: Path, info: tarfile.TarInfo) -> tuple[str, str, object]:
+    """(kind, name, info) of a tar member; kind is "file" or "dir" (links and devices refused)."""
+    if info.isfile():
+        return "file", info.name, info
+    if info.isdir():
+        return "dir", info.name, info
+    kind = (
+        f"link to {info.linkname!r}" if info.issym() or info.islnk()
+        else "device" if info.ischr() or info.isblk()
+        else "fifo" if info.isfifo()
+        else f"member of type {info.type!r}"
+    )  # fmt: skip
+    raise AcquireError(f"{archive.name}: refusing archive member {info.name!r}: a {kind}, not a regular file")
+
+
+def _normalise(archive: Path, name: str) -> PurePosixPath:
+    """The member's path relative to the folder: ``\\`` read as ``/``, ``.`` and empty parts dropped."""
+    if "\x00" in name:
+        raise AcquireError(f"{archive.name}: refusing archive member with a NUL in its name: {name!r}")
+    posix = name.replace("\\", "/")
+    parts = [p for p in posix.split("/") if p not in ("", ".")]
+    if posix.startswith("/") or PureWindowsPath(name).drive or ".." in parts:
+        raise AcquireError(f"{archive.name}: refusing archive member outside the folder: {name!r}")
+    return PurePosixPath(*parts)
+
+
+def _plan(archive: Path, dest: Path, members: list[tuple[str, str, object]]) -> list[tuple[PurePosixPath, object]]:
+    """The (relative path, member) of each file to write, once every member passed the checks."""
+    files: dict[PurePosixPath, tuple[str, object]] = {}
+    for kind, name, info in members:
+        rel = _normalise(archive, name)
+        if kind == "dir":
+            continue
+        if rel == PurePosixPath():
+            raise AcquireError(f"{archive.name}: refusing archive member with an empty name: {name!r}")
+        if rel in files:
+            first = files[rel][0]
+            raise AcquireError(
+                f"{archive.name}: member {name!r} repeats {first!r} (both are {str(rel)!r}): "
+                "refusing the archive (two files with one name)"
+            )
+        files[rel] = (name, info)
+    folders = {parent for rel in files for parent in rel.parents if parent != PurePosixPath()}
+    for rel, (name, _) in files.items():
+        if rel in folders:
+            raise AcquireError(f"{archive.name}: member {name!r} is both a file and a folder of other members")
+        try:
+            taken = (dest / rel).exists() or (dest / rel).is_symlink()
+            blocked = [p for p in rel.parents if p.parts and (dest / p).exists() and not (dest / p).is_dir()]
+        except OSError as exc:  # a name too long for the file system, ...
+            raise AcquireError(f"{archive.name}: member {name!r} cannot be a file here: {exc.strerror or exc}") from exc
+        if taken:
+            raise AcquireError(f"{archive.name}: {name!r} is already in the collection (two files with one name)")
+        if blocked:
+            raise AcquireError(f"{archive.name}: {name!r} needs folder {str(blocked[0])!r}, a file in the collection")
+    return [(rel, info) for rel, (_, info) in files.items()]
+
+
+def _write(src, dest: Path, rel: PurePosixPath, written: list[Path], made: list[Path]) -> None:
+    """Copy one member to ``dest / rel``, never over an existing file; record what it created."""
+    out = dest / rel
+    for folder in reversed(out.parents[: len(rel.parts) - 1]):
+        if not folder.is_dir():
+            folder.mkdir()
+            made.append(folder)
+    with open(out, "xb") as fh:
+        written.append(out)
+        shutil.copyfileobj(src, fh, CHUNK)

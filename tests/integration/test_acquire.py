@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -168,18 +169,23 @@ def test_sha256sums_malformed(acquired, datasets, make_config):
 # files: over HTTP
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
+def _pairs(members: dict[str, bytes] | list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    return list(members.items()) if isinstance(members, dict) else list(members)
+
+
+def _zip(members: dict[str, bytes] | list[tuple[str, bytes]]) -> bytes:
+    """A .zip of (name, bytes) members; a list may repeat a name."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in members.items():
+        for name, data in _pairs(members):
             zf.writestr(name, data)
     return buf.getvalue()
 
 
-def _tgz(members: dict[str, bytes]) -> bytes:
+def _tgz(members: dict[str, bytes] | list[tuple[str, bytes]]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in members.items():
+        for name, data in _pairs(members):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
@@ -262,6 +268,111 @@ def test_zip_member_outside_folder_refused(tmp_path, http_server, http_root, mak
         acquire(files_config(make_config, files), paths)
     assert list(paths.raw.iterdir()) == []
     assert not (paths.data / "evil.png").exists()
+
+
+def _archive_items(tmp_path: Path, name: str, data: bytes) -> list[dict]:
+    """A good PNG first (already placed when the archive is refused), then the archive: local files."""
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    bird = (SET5 / "bird.png").read_bytes()
+    (src / "bird.png").write_bytes(bird)
+    (src / name).write_bytes(data)
+    return [{"uri": str(src / "bird.png"), "sha256": sha256(bird)}, {"uri": str(src / name), "sha256": sha256(data)}]
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar.gz"])
+@pytest.mark.parametrize("second", ["pair/head.png", "pair//head.png", "./pair/head.png", "pair/./head.png"])
+def test_archive_repeating_a_name_is_refused(fmt, second, tmp_path, make_config):
+    # Two members that are one file once normalised: the second would silently overwrite the first.
+    members = [("pair/head.png", (SET5 / "head.png").read_bytes()), (second, (SET5 / "woman.png").read_bytes())]
+    build = _zip if fmt == "zip" else _tgz
+    exact_repeat = fmt == "zip" and second == "pair/head.png"  # zipfile warns, and writes it anyway
+    with pytest.warns(UserWarning, match="Duplicate name") if exact_repeat else contextlib.nullcontext():
+        data = build(members)
+    paths = Paths(root=tmp_path / "project")
+    with pytest.raises(AcquireError) as err:
+        acquire(files_config(make_config, _archive_items(tmp_path, f"dup.{fmt}", data)), paths)
+    msg = str(err.value)
+    assert f"dup.{fmt}: member {second!r} repeats 'pair/head.png'" in msg and "two files with one name" in msg
+    assert not (paths.raw / "web").exists()  # the staging folder (bird.png already in it) is discarded
+    assert list(paths.raw.iterdir()) == []
+
+
+def test_archive_repeating_a_name_keeps_earlier_collection(tmp_path, make_config):
+    paths = Paths(root=tmp_path / "project")
+    good = _archive_items(tmp_path, "ok.zip", _zip([("pair/head.png", (SET5 / "head.png").read_bytes())]))
+    assert acquire(files_config(make_config, good), paths) == {"web": 2}
+    before = tree(paths.raw / "web")
+    bad = _archive_items(tmp_path, "dup.tar.gz", _tgz([("a/x.png", b"one"), ("a//x.png", b"two")]))
+    with pytest.raises(AcquireError, match=r"dup\.tar\.gz: member 'a//x\.png' repeats 'a/x\.png'"):
+        acquire(files_config(make_config, bad), paths)
+    assert tree(paths.raw / "web") == before
+    assert_no_leftovers(paths)
+
+
+def _tar_with(kind: bytes, name: str, linkname: str = "") -> bytes:
+    """A .tar.gz of one good file and one member of type ``kind`` (a link, a device, a fifo)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        ok = tarfile.TarInfo("ok.png")
+        ok.size = 4
+        tf.addfile(ok, io.BytesIO(b"fine"))
+        odd = tarfile.TarInfo(name)
+        odd.type, odd.linkname = kind, linkname
+        tf.addfile(odd)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("kind", "linkname", "what"),
+    [
+        (tarfile.SYMTYPE, "../../outside.png", "a link to '../../outside.png'"),
+        (tarfile.SYMTYPE, "ok.png", "a link to 'ok.png'"),
+        (tarfile.LNKTYPE, "ok.png", "a link to 'ok.png'"),
+        (tarfile.CHRTYPE, "", "a device"),
+        (tarfile.BLKTYPE, "", "a device"),
+        (tarfile.FIFOTYPE, "", "a fifo"),
+    ],
+)
+def test_tar_links_devices_and_fifos_are_refused(kind, linkname, what, tmp_path, make_config):
+    # They used to be skipped without a word (only regular files were extracted): now the archive is refused.
+    paths = Paths(root=tmp_path / "project")
+    items = _archive_items(tmp_path, "odd.tar.gz", _tar_with(kind, "odd.png", linkname))
+    with pytest.raises(AcquireError) as err:
+        acquire(files_config(make_config, items), paths)
+    assert str(err.value) == f"odd.tar.gz: refusing archive member 'odd.png': {what}, not a regular file"
+    assert list(paths.raw.iterdir()) == []
+    assert not (tmp_path / "outside.png").exists()
+
+
+@pytest.mark.parametrize(
+    "name", ["a/../../x.png", "a\\..\\..\\x.png", "..\\x.png", "/abs/x.png", "\\abs\\x.png", "C:/x.png", "a/.."]
+)
+def test_zip_member_escaping_by_any_spelling_is_refused(name, tmp_path, make_config):
+    paths = Paths(root=tmp_path / "project")
+    items = _archive_items(tmp_path, "evil.zip", _zip([("ok.png", b"fine"), (name, b"escape")]))
+    with pytest.raises(AcquireError) as err:
+        acquire(files_config(make_config, items), paths)
+    assert str(err.value) == f"evil.zip: refusing archive member outside the folder: {name!r}"
+    assert list(paths.raw.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir() if p.name not in ("src", "project")] == []
+
+
+def test_zip_backslash_is_a_separator(tmp_path, make_config):
+    # Zips made by some Windows tools use "\" between folders (the format says "/"): same file tree.
+    paths = Paths(root=tmp_path / "project")
+    head = (SET5 / "head.png").read_bytes()
+    items = _archive_items(tmp_path, "win.zip", _zip([("pair\\head.png", head)]))
+    assert acquire(files_config(make_config, items), paths) == {"web": 2}
+    assert tree(paths.raw / "web") == {"bird.png": (SET5 / "bird.png").read_bytes(), "pair/head.png": head}
+
+
+@pytest.mark.parametrize("data", [b"", b"PK\x03\x04 not really a zip", _zip([("x.png", b"0123456789" * 50)])[:-30]])
+def test_corrupt_archive_is_refused_with_its_name(data, tmp_path, make_config):
+    paths = Paths(root=tmp_path / "project")
+    with pytest.raises(AcquireError, match=r"^bad\.zip: unreadable or corrupt archive \(BadZipFile: "):
+        acquire(files_config(make_config, _archive_items(tmp_path, "bad.zip", data)), paths)
+    assert list(paths.raw.iterdir()) == []
 
 
 # --------------------------------------------------------------------------------------------
