@@ -365,6 +365,7 @@ def build_shards(raw: dict[str, Any], datasets: Path, dest: Path, images: int) -
         os.symlink(path, pick / path.name)
     raw = copy.deepcopy(raw)
     raw["ingest"]["sources"] = [{"uri": str(pick), "split": "train"}, {"uri": str(datasets / "Set5" / "HR"), "split": "val"}]
+    raw["ingest"]["follow_links"] = True  # the picks are links into the datasets folder
     cfg = parse_config(raw, source="benchmark shard settings")
     candidates = [c for s in cfg.ingest.sources for c in list_source(s, cfg)]
     (work / "manifest" / "images").mkdir(parents=True)
