@@ -280,7 +280,7 @@ def check_usable(cfg: Config, accepted: list[ManifestRow], rejects: list[RejectR
         sources = ", ".join(s.uri for s in cfg.ingest.sources if s.split == split)
         if not why:
             raise NothingUsable(f"ingest: the {split} sources ({sources}) hold no files")
-        reasons = ", ".join(f"{n} {reason}" for reason, n in why.most_common())
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(why.items(), key=lambda kv: (-kv[1], kv[0])))
         hint = ""
         if why.get(RejectReason.TOO_SMALL.value):
             side = cfg.largest_patch if split == "train" else cfg.ingest.min_val_side

@@ -48,3 +48,27 @@ def test_tasks_marks_the_configured_ones():
     rows = {line[2:].split()[0]: (line[0], line[2:].split()[1]) for line in out.stdout.splitlines() if line[:2] in ("* ", "  ")}
     assert rows["sr_x4"] == ("*", "sr_x4") and rows["style_wave"][1] == "style" and rows["deblur"][0] == "*" and rows["style_candy"][1] == "style"
     assert set(rows) >= {"sr_x8", "denoise", "deblur", "jpeg", "colorize"}
+
+
+def test_ingest_with_nothing_left_to_train_on_exits_1_saying_why(tmp_path):
+    """A patch larger than every train image: not an empty split and a confusing shard error
+    later, but exit 1 now, naming the reason and the setting; one bad file costs only itself."""
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (60, 60, 3), dtype=np.uint8)).save(tmp_path / "train" / "small.png")
+    (tmp_path / "train" / "cut.png").write_bytes(b"qoif" + (4).to_bytes(4, "big") * 2 + bytes([3, 0]))
+    Image.fromarray(rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(tmp_path / "val" / "v.png")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["ingest"]["sources"] = [{"uri": "train", "split": "train"}, {"uri": "val", "split": "val"}]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = percept("ingest", cwd=tmp_path)
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()
+    line = next(x for x in last if x.startswith("percept ingest: error:"))
+    assert "no train image left: all 2 train files from train were rejected (1 format_not_allowed, 1 too_small)" in line
+    assert "at least 128 px on a side" in line  # the largest patch of the default tasks
+    assert not (tmp_path / "data" / "manifest").exists()  # nothing half-made
