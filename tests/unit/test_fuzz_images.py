@@ -17,7 +17,8 @@ from PIL import Image
 
 from pipelines.images import SAFE_FORMATS, DecodeLimits, Rejected, RejectReason, decode_image
 
-pytestmark = pytest.mark.unit
+# Pillow warns about the corrupt EXIF and TIFF tags it meets on the way: expected here.
+pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore::UserWarning")]
 
 LIMITS = DecodeLimits(max_pixels=1_000_000, formats=(*SAFE_FORMATS, "QOI"), max_decode_bytes=20_000_000,
                       max_metadata_bytes=100_000)
