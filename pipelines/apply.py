@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from pipelines.evaluate import IMAGE_SUFFIXES
 from pipelines.fsutil import atomic_write_bytes
-from pipelines.images import DecodeLimits, decode_image, encode_png, failure_reason, read_file
+from training.images import DecodeLimits, decode_image, encode_png, failure_reason, read_file
 from training.inference import Engine
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from pipelines.config import Config
 from pipelines.fsutil import atomic_write_bytes, atomic_write_text, sha256_file
-from pipelines.images import DecodeLimits, decode_image, encode_png, failure_reason, read_file
+from training.images import DecodeLimits, decode_image, encode_png, failure_reason, read_file
 from pipelines.predictors import Predictor, baseline
 from pipelines.sheets import render_sheet, row_crops
 from training.pairs import sample_seed, val_pair

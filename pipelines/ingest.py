@@ -29,7 +29,7 @@ from tqdm import tqdm
 from pipelines import s3 as s3lib
 from pipelines.config import Config, Source
 from pipelines.fsutil import staging_dir
-from pipelines.images import DecodeLimits, Rejected, RejectReason, decode_image, encode_png, pixel_sha256, read_file
+from training.images import DecodeLimits, Rejected, RejectReason, decode_image, encode_png, pixel_sha256, read_file
 from pipelines.paths import Paths
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipelines.images import load_style_image
+from training.images import load_style_image
 from training.losses import PerceptualLoss
 from training.models import init_encoder
 from training.vgg import FeatureNetConfig, load_feature_net

@@ -31,6 +31,7 @@ TRAINING_CODE = Path(__file__).resolve().parents[1] / "training"
 # The pyfunc tiles like `percept apply`: images up to about 1024 output pixels a side run whole,
 # larger ones in tiles that match the whole-image output (training/tiling.py).
 SERVE_TILE, SERVE_OVERLAP = "auto", None
+SERVE_MAX_PIXELS = 4_000_000  # input pixels per request: 4 MP in is 64 MP out at x4
 
 
 def params_hash(task: str, cfg: Config) -> str:
@@ -78,17 +79,13 @@ def find_version(client, name: str, weights_sha256: str):
 def log_pyfunc(task: str, paths: Paths, training_run_id: str) -> str:
     """Log ``models/<task>/`` as a pyfunc into its training run; register it; return the version."""
     import mlflow
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    import PIL
 
     import torch
 
-    image = TensorSpec(np.dtype(np.uint8), (-1, -1, 3))
-    signature = ModelSignature(inputs=Schema([image]), outputs=Schema([image]))
-    example = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     model_dir = paths.models(task)
     settings = model_dir.parent / f".{task}.serving.json"
-    atomic_write_text(settings, json.dumps({"tile": SERVE_TILE, "overlap": SERVE_OVERLAP}))
+    atomic_write_text(settings, json.dumps({"tile": SERVE_TILE, "overlap": SERVE_OVERLAP, "max_pixels": SERVE_MAX_PIXELS}))
     try:
         with mlflow.start_run(run_id=training_run_id):
             info = mlflow.pyfunc.log_model(
@@ -97,11 +94,12 @@ def log_pyfunc(task: str, paths: Paths, training_run_id: str) -> str:
                 artifacts={"weights": str(model_dir / "model.pt"), "settings": str(settings),
                            "config": str(model_dir / "config.json")},
                 code_paths=[str(TRAINING_CODE)],
-                signature=signature,
-                input_example=example,
+                # No signature and no input example (MLflow would infer a schema from it): the
+                # model takes an encoded image (a dict) or a uint8 array and checks both itself,
+                # with a 400 and one line when a request is wrong; a schema can hold only one.
                 # MLflow would record torch==2.13.0 (dropping +cpu); name what the model needs.
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
-                                  f"mlflow=={mlflow.__version__}", "pydantic>=2"],
+                                  f"pillow=={PIL.__version__}", f"mlflow=={mlflow.__version__}", "pydantic>=2"],
                 registered_model_name=task,
             )
     finally:

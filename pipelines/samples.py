@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.images import decode_png, encode_png
+from training.images import decode_png, encode_png
 from training.degradations import Degradation
 from training.pairs import sample_seed, train_pair, val_pair
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from pipelines.config import parse_config
-from pipelines.images import decode_png
+from training.images import decode_png
 from pipelines.ingest import NothingUsable, ingest_flow, read_manifest
 from pipelines.paths import Paths
 

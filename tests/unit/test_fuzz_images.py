@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipelines.images import SAFE_FORMATS, DecodeLimits, Rejected, RejectReason, decode_image
+from training.images import SAFE_FORMATS, DecodeLimits, Rejected, RejectReason, decode_image
 
 # Pillow warns about the corrupt EXIF and TIFF tags it meets on the way: expected here.
 pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore::UserWarning")]

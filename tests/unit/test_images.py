@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.images import Rejected, RejectReason, decode_image
+from training.images import Rejected, RejectReason, decode_image
 
 pytestmark = pytest.mark.unit
 
