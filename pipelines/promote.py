@@ -22,6 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from pipelines import tracking
 from pipelines.config import Config
+from pipelines.descriptions import gate_markdown, with_gate
 from pipelines.evaluate import EvaluationError, evaluate_images, instruments, load_image_set, settings_sha256
 from pipelines.fsutil import atomic_write_text
 from pipelines.paths import Paths
@@ -120,7 +121,9 @@ def promote_flow(task: str, cfg: Config, paths: Paths = Paths(), version: int | 
     client.set_model_version_tag(task, challenger, TAG + "promotion", "promoted" if decision.promote else "rejected")
     client.set_model_version_tag(task, challenger, TAG + "promotion.reason", decision.reason[:5000])
     client.set_model_version_tag(task, challenger, TAG + "promotion.figures", json.dumps(figures)[:5000])
-    create_markdown_artifact(key=f"promotion-{task.replace('_', '-')}", markdown=markdown(record), description=f"Promotion gate of {task}")
+    described = client.get_model_version(task, challenger).description
+    client.update_model_version(task, challenger, description=with_gate(described, record))
+    create_markdown_artifact(key=f"promotion-{task.replace('_', '-')}", markdown=gate_markdown(record), description=f"Promotion gate of {task}")
     atomic_write_text(paths.promotion(task), json.dumps(record, indent=2, sort_keys=True) + "\n")
     verdict = "PROMOTED" if decision.promote else "not promoted"
     record["line"] = (f"promote {task}: v{challenger} {verdict}; @{CHAMPION} is "
@@ -128,15 +131,3 @@ def promote_flow(task: str, cfg: Config, paths: Paths = Paths(), version: int | 
     log.info(record["line"])
     return record
 
-
-def markdown(record: dict[str, Any]) -> str:
-    lines = [f"# Promotion gate: {record['task']}", "",
-             f"**{'Promoted' if record['promoted'] else 'Not promoted'}**: v{record['challenger']}. {record['reason']}", "",
-             f"Champion before: {record['champion_before'] and 'v' + str(record['champion_before'])}; "
-             f"after: {record['champion_after'] and 'v' + str(record['champion_after'])}.", ""]
-    figures = record["figures"]
-    if figures:
-        names = list(next(iter(figures.values())))
-        lines += ["| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-        lines += [f"| {who} | " + " | ".join(f"{vals[n]:.4f}" for n in names) + " |" for who, vals in figures.items()]
-    return "\n".join(lines) + "\n"
