@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_AUTH_MODE := disabled
 
-.PHONY: install run test test-unit bench clean
+.PHONY: install browser run test test-unit bench clean
 
 install: $(STAMP)
 
@@ -20,10 +20,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# Debian's Chromium, which the browser tests drive through Playwright (nothing else is downloaded).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:                ## Debian's chromium for the MLflow UI tests (apt, once)
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
 run: install            ## dvc repro on the defaults in params.yaml (one Prefect server for all stages)
 	$(BIN)/percept repro
 
-test: install           ## the whole suite: unit, integration, end to end
+test: install browser   ## the whole suite: unit, integration, end to end, the browser tests
 	$(BIN)/python -m pytest
 
 test-unit: install

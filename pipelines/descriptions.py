@@ -24,7 +24,7 @@ def model_description(task: str, cfg: Config) -> str:
         f"- `@champion` is the version in use; `@challenger` the newest registered. `percept promote` moves "
         f"`@champion` only when `{gate.metric}` beats it by {gate.margin:g} (tolerances: {tolerances}).",
         "- Each version's description has its data, steps and figures; its comparison sheets are in its "
-        "training run's artifacts, under `sheets/`.",
+        "training run's artifacts, under `evaluation/`.",
         f"- Use: `percept apply --model models:/{task}@champion --input photos/ --out out/`, or "
         f"`mlflow models serve -m models:/{task}@champion --env-manager local` and POST "
         '`{"inputs": {"image": "<base64 PNG or JPEG>"}}` to `/invocations`.',
@@ -39,7 +39,7 @@ def version_description(task: str, cfg: Config, run: dict[str, Any], index: dict
     splits = index.get("splits", {})
     link = f"#/experiments/{run.get('mlflow_experiment_id', '0')}/runs/{run['mlflow_run_id']}"
     lines = [
-        f"Trained **{run['steps']} steps** of {block.optim.batch_size} x {block.patch_size} px patches on "
+        f"Trained {run['steps']} step{'s' * (run['steps'] != 1)} of {block.optim.batch_size} x {block.patch_size} px patches on "
         f"{splits.get('train', '?')} training pairs ({splits.get('val', '?')} validation images), manifest "
         f"`{str(index.get('manifest_sha256', '?'))[:12]}`, code `{commit[:12]}`; training run [{run.get('run_name', run['mlflow_run_id'])}]({link}).",
         ""]  # fmt: skip

@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 TAG = "percept."  # prefix of every tag percept writes
 WEIGHTS_TAG = TAG + "weights_sha256"
-SHEETS = "sheets"  # the training run's artifact folder for the evaluate stage's comparison sheets
 MANIFEST_TAG = TAG + "manifest_sha256"  # the ingested data a version was trained on (retrain compares it)
 SERVING_CODE = Path(__file__).with_name("serving.py")
 TRAINING_CODE = Path(__file__).resolve().parents[1] / "training"
@@ -108,15 +107,9 @@ def log_pyfunc(task: str, paths: Paths, training_run_id: str) -> str:
     return str(info.registered_model_version)
 
 
-def log_sheets(client, task: str, paths: Paths, run_id: str) -> list[str]:
-    """The evaluate stage's comparison sheets, logged into the training run under ``sheets/``
-    (once: those already there are kept); returns their artifact paths."""
-    there = {f.path for f in client.list_artifacts(run_id, SHEETS)}
-    sheets = sorted(paths.reports(task).glob("*.png"))
-    for sheet in sheets:
-        if f"{SHEETS}/{sheet.name}" not in there:
-            client.log_artifact(run_id, str(sheet), artifact_path=SHEETS)
-    return [f"{SHEETS}/{sheet.name}" for sheet in sheets]
+def sheets(client, run_id: str) -> list[str]:
+    """The comparison sheets the evaluate stage logged into the training run (``evaluation/``)."""
+    return sorted(f.path for f in client.list_artifacts(run_id, "evaluation") if f.path.endswith(".png"))
 
 
 def describe(client, task: str, version: str, cfg: Config, paths: Paths, run: dict[str, Any], tags: dict[str, str]) -> None:
@@ -124,8 +117,8 @@ def describe(client, task: str, version: str, cfg: Config, paths: Paths, run: di
     index_file, metrics_file = paths.shards(task) / "index.json", paths.metrics(task)
     index = json.loads(index_file.read_text()) if index_file.is_file() else {}
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    sheets = log_sheets(client, task, paths, run["mlflow_run_id"])
-    body = descriptions.version_description(task, cfg, run, index, metrics, tags[TAG + "git_commit"], sheets)
+    body = descriptions.version_description(task, cfg, run, index, metrics, tags[TAG + "git_commit"],
+                                            sheets(client, run["mlflow_run_id"]))
     client.update_registered_model(task, description=descriptions.model_description(task, cfg))
     old = client.get_model_version(task, version).description
     client.update_model_version(task, version, description=descriptions.with_body(old, body))

@@ -255,3 +255,12 @@ def config_from_params(overrides: dict[str, Any] | None = None) -> Config:
 def make_config() -> Callable[..., Config]:
     """``make_config({"s3": {"endpoint_url": ...}, "ingest": {"sources": [...]}})`` -> Config."""
     return config_from_params
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (``item.rep_call``...), so fixtures can tell whether
+    the test failed when they tear down (the browser test keeps its screenshots then)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

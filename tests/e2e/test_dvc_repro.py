@@ -1,55 +1,20 @@
 """`dvc repro` on a temporary copy of the project with tiny params: runs, reruns as a no-op,
 reruns only the task whose params changed, and round-trips the shards through an S3 remote."""
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e.project_copy import ROOT, copy_project, tiny_datasets
+from tests.e2e.project_copy import tiny_project
 
 pytestmark = pytest.mark.e2e
 
 
-def tiny_params() -> dict:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["acquire"]["collections"] = [{"name": "T91", "dataset": "T91"}, {"name": "Set5", "dataset": "Set5"}]
-    params["ingest"]["sources"] = [{"uri": "data/raw/T91", "split": "train"}, {"uri": "data/raw/Set5", "split": "val"}]
-    tiny_net = {"channels": 8, "residual_blocks": 1}
-    params["tasks"] = {
-        "sr_x4": {"patch_size": 32, "patches_per_image": 2, "degradation": {"scale": 4},
-                  "model": tiny_net, "optim": {"steps": 4, "batch_size": 2, "warmup_steps": 0}},
-        "denoise": {"patch_size": 32, "patches_per_image": 2, "degradation": {"sigma": 25.0},
-                    "model": {"channels": 4, "residual_blocks": 1}, "optim": {"steps": 4, "batch_size": 2}},
-    }
-    params["train"].update(tasks=["sr_x4", "denoise"], cpus_per_worker=1, checkpoint_every=2, log_every=2, loader_workers=0)
-    params["evaluate"]["sets"] = {"Set5": "data/raw/Set5"}
-    return params
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, prefect_harness):
-    from prefect.settings import PREFECT_API_URL
-
-    base = tmp_path_factory.mktemp("e2e")
-    repo = base / "percept"
-    copy_project(repo)
-    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "PERCEPT_DATASETS": str(tiny_datasets(base / "datasets")),
-        "PERCEPT_WEIGHTS": str(ROOT.parent / "shared" / "weights"),
-        "PREFECT_API_URL": PREFECT_API_URL.value(),  # the test server: no temporary server per stage
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-    }
+    repo, env = tiny_project(tmp_path_factory.mktemp("e2e"))
     run = lambda *cmd, cwd=repo: subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)  # noqa: E731
-    assert run("git", "init", "-q", "-b", "main").returncode == 0
-    assert run("git", "add", "-A").returncode == 0
-    assert run("git", "commit", "-qm", "copy").returncode == 0
     return repo, run
 
 

@@ -1,0 +1,217 @@
+"""Scheduled retraining as it runs for real: a Prefect server (`prefect server start`, its
+scheduler on) creates the runs, and they complete.
+
+1. `percept schedule`, with a test-only cron due every minute in the project's params.yaml: the
+   scheduler creates the runs and the served deployment executes them. The first retrains (no
+   model registered yet: a new version), the next finds the data unchanged ("nothing to do").
+2. The production path of prefect.yaml: `prefect work-pool create`, `prefect deploy --all`,
+   `prefect worker start --pool percept`; a new image lands in the source and a run started with
+   `prefect deployment run` is picked up by the worker, retrains, registers version 2 and leaves
+   its artifact in the Prefect API.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e.project_copy import ROOT, copy_project, tiny_datasets
+
+pytestmark = [pytest.mark.e2e, pytest.mark.scheduled]
+SHARED = ROOT.parent / "shared"
+BIN = Path(sys.executable).parent
+DEPLOYMENT = "retrain/percept-weekly"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Process:
+    """A long-running command in its own session, its output in a file; stopped with SIGINT."""
+
+    def __init__(self, cmd: list[str], log: Path, **kwargs):
+        self.log = log
+        with open(log, "wb") as sink:
+            self.proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory):
+    """`prefect server start` on its own SQLite database, services (the scheduler) on."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
+    server = Process([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                     home / "server.log", env=env)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                if server.proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"prefect server did not answer on {url}:\n{server.tail()}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, prefect_api):
+    """A tiny project (sr_x4 only) whose train source has an incoming folder, retrained every minute."""
+    base = tmp_path_factory.mktemp("scheduled")
+    repo = copy_project(base / "percept")
+    shutil.copyfile(ROOT / "prefect.yaml", repo / "prefect.yaml")
+    incoming = base / "incoming"
+    incoming.mkdir()
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["acquire"]["collections"] = [{"name": "T91", "dataset": "T91"}, {"name": "Set5", "dataset": "Set5"}]
+    params["ingest"]["sources"] = [{"uri": "data/raw/T91", "split": "train"}, {"uri": str(incoming), "split": "train"},
+                                   {"uri": "data/raw/Set5", "split": "val"}]
+    params["tasks"] = {"sr_x4": {"patch_size": 32, "patches_per_image": 2, "degradation": {"scale": 4},
+                                 "model": {"channels": 8, "residual_blocks": 1},
+                                 "optim": {"steps": 4, "batch_size": 2, "warmup_steps": 0}}}
+    params["train"].update(tasks=["sr_x4"], cpus_per_worker=1, checkpoint_every=2, log_every=2, loader_workers=0)
+    params["evaluate"]["sets"] = {"Set5": "data/raw/Set5"}
+    params["retrain"]["cron"] = "* * * * *"  # test only: due within a minute
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PREFECT_API_URL": prefect_api,
+           "PERCEPT_DATASETS": str(tiny_datasets(base / "datasets")), "PERCEPT_WEIGHTS": str(SHARED / "weights"),
+           "PERCEPT_HOME": str(repo),  # prefect.yaml's pull step changes into it
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+    return repo, incoming, env
+
+
+def api(url: str):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    class Session:
+        def __enter__(self):
+            self.settings = temporary_settings({PREFECT_API_URL: url})
+            self.settings.__enter__()
+            self.client = get_client(sync_client=True).__enter__()
+            return self.client
+
+        def __exit__(self, *exc):
+            self.client.__exit__(*exc)
+            self.settings.__exit__(*exc)
+
+    return Session()
+
+
+def finished_runs(url: str, after: datetime | None = None) -> list[tuple[object, str | None]]:
+    """The deployment's flow runs in a final state (oldest first), each with its retrain
+    artifact's first line ("# Retrain: retrained" or "# Retrain: nothing to do")."""
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey,
+                                                DeploymentFilter, DeploymentFilterName)
+
+    with api(url) as client:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["percept-weekly"])))
+        done = []
+        for run in sorted(runs, key=lambda r: r.expected_start_time):
+            if not (run.state and run.state.is_final()) or (after and run.expected_start_time < after):
+                continue
+            found = client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["retrain"]), flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+            done.append((run, found[0].data.splitlines()[0] if found else None))
+    return done
+
+
+def wait_for_runs(url: str, count: int, timeout: float, process: Process, after: datetime | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = finished_runs(url, after)
+        if len(done) >= count:
+            return done
+        if process.proc.poll() is not None:
+            break
+        time.sleep(3)
+    pytest.fail(f"{count} finished run(s) expected in {timeout:.0f} s, got {finished_runs(url, after)}:\n{process.tail()}")
+
+
+def registered_versions(repo: Path) -> list[int]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    return sorted(int(v.version) for v in client.search_model_versions("name = 'sr_x4'"))
+
+
+def test_percept_schedule_runs_fire_and_complete(project, prefect_api, tmp_path):
+    repo, _, env = project
+    schedule = Process([str(BIN / "percept"), "--params", "params.yaml", "schedule"], tmp_path / "schedule.log",
+                       cwd=repo, env=env)
+    try:
+        # Created by the server's scheduler (nobody asks for a run) and executed by the served flow.
+        first, second = wait_for_runs(prefect_api, 2, timeout=330, process=schedule)[:2]
+    finally:
+        schedule.stop()
+    for run, _ in (first, second):
+        assert run.state.is_completed(), run.state
+        assert run.auto_scheduled  # made by the scheduler from the cron, not by hand
+    assert first[1] == "# Retrain: retrained" and second[1] == "# Retrain: nothing to do", (first[1], second[1])
+    assert (second[0].expected_start_time - first[0].expected_start_time).total_seconds() >= 60
+    assert registered_versions(repo) == [1]
+
+
+def test_worker_runs_the_prefect_yaml_deployment(project, prefect_api, tmp_path):
+    repo, incoming, env = project
+    prefect = lambda *args: subprocess.run([str(BIN / "prefect"), *args], cwd=repo, env=env, capture_output=True,  # noqa: E731
+                                           text=True, timeout=300)
+    made = prefect("work-pool", "create", "percept", "--type", "process")
+    assert made.returncode == 0 and "percept" in made.stdout, made.stdout + made.stderr
+    deployed = prefect("--no-prompt", "deploy", "--all")
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    worker = Process([str(BIN / "prefect"), "worker", "start", "--pool", "percept"], tmp_path / "worker.log", cwd=repo, env=env)
+    try:
+        shutil.copyfile(SHARED / "datasets" / "T91" / "HR" / "t6.png", incoming / "t6.png")  # new data
+        started = datetime.now(timezone.utc)
+        asked = prefect("deployment", "run", DEPLOYMENT)
+        assert asked.returncode == 0, asked.stdout + asked.stderr
+        run_id = re.search(r"UUID: ([0-9a-f-]{36})", asked.stdout).group(1)
+        deadline = time.monotonic() + 300
+        while not (done := {str(r.id): (r, h) for r, h in finished_runs(prefect_api, started)}).get(run_id):
+            assert time.monotonic() < deadline and worker.proc.poll() is None, f"run {run_id} not finished:\n{worker.tail()}"
+            time.sleep(3)
+        run, headline = done[run_id]
+    finally:
+        worker.stop()
+    assert run.state.is_completed(), run.state
+    assert not run.auto_scheduled and run.work_pool_name == "percept"
+    assert headline == "# Retrain: retrained"
+    assert registered_versions(repo) == [1, 2]
+    assert "Worker" in worker.tail() and str(run.id) in worker.tail()  # this worker ran it
