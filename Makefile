@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_AUTH_MODE := disabled
 
-.PHONY: install browser run test test-unit bench clean
+.PHONY: install browser run test test-unit stack bench clean
 
 install: $(STAMP)
 
@@ -34,6 +34,9 @@ test: install browser   ## the whole suite: unit, integration, end to end, the b
 
 test-unit: install
 	$(BIN)/python -m pytest -m unit
+
+stack: install          ## infra/compose's services as processes on 127.0.0.1, until Ctrl-C (PERCEPT_PROFILE=stack uses them)
+	$(BIN)/python -m pipelines.stack up
 
 bench: install          ## data, training, allocator and inference benchmarks (figures in the README)
 	$(BIN)/python benchmarks/data.py

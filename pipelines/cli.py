@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a task's network with Ray Train; writes models/<task>/",
         description="Run a Ray Train TorchTrainer over the task's shards (train.workers workers; a local Ray "
-        "unless train.ray_address or $RAY_ADDRESS names a cluster). Re-running the same command with the "
+        "unless train.ray_address or $RAY_ADDRESS names a cluster; an http:// train.ray_address, the cluster's "
+        "dashboard, submits this command there with `ray job submit`). Re-running the same command with the "
         "same settings resumes from the last checkpoint under train.storage_path. One MLflow run per training.",
     )
     add_task_argument(train)
@@ -240,9 +241,12 @@ def run(args: argparse.Namespace, cfg) -> int:
         for name in cfg.task_names if args.all else [args.task]:
             shard_flow(name, cfg)
     elif args.command == "train":
-        from pipelines.train import train
+        from pipelines.train import job_server, submit_job, train
 
-        train(args.task, cfg)
+        if job_server(cfg):
+            submit_job(args.task, cfg, Path(args.params))
+        else:
+            train(args.task, cfg)
     elif args.command == "evaluate":
         import json
 

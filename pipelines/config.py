@@ -205,7 +205,8 @@ class TrainConfig(Strict):
     workers: int = Field(1, ge=1, le=1024)
     cpus_per_worker: int = Field(2, ge=1, description="Ray CPUs per worker, also torch threads")
     gpus_per_worker: float = Field(0, ge=0)
-    ray_address: str | None = Field(None, description="join this cluster; else $RAY_ADDRESS; else start a local Ray")
+    ray_address: str | None = Field(None, description="join this cluster (host:port) or submit a Ray job to it "
+                                       "(http://dashboard:8265); else $RAY_ADDRESS; else start a local Ray")
     storage_path: str = Field("runs", description="checkpoints: a local folder or s3://bucket/prefix")
     checkpoint_every: int = Field(100, ge=1)
     keep_checkpoints: int = Field(2, ge=1)

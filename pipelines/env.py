@@ -1,4 +1,4 @@
-"""Quiet, offline defaults for the libraries percept drives; a user's own setting wins."""
+"""Quiet, offline, patient defaults for the libraries percept drives; a user's own setting wins."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ QUIET_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "RAY_AUTH_MODE": "disabled",
     "RAY_USAGE_STATS_ENABLED": "0",
+    # A Prefect server whose database restarts answers 500 until it is back: retry those too
+    # (5 times, backing off to 30 s: about a minute), as the MLflow client already does.
+    "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500",
 }
 
 

@@ -104,12 +104,46 @@ def worker_params(cfg: Config, root: Path) -> dict[str, Any]:
     return data
 
 
+IN_JOB_ENV = "PERCEPT_IN_RAY_JOB"  # set in a submitted job's driver: train there, do not submit again
+
+
+def job_server(cfg: Config) -> str | None:
+    """The Ray job server ``percept train`` submits itself to: an ``http(s)://`` ``train.ray_address``
+    (the dashboard's address), unless this process already is that job's driver."""
+    address = cfg.train.ray_address or ""
+    return address if address.startswith(("http://", "https://")) and not os.environ.get(IN_JOB_ENV) else None
+
+
+def submit_job(task: str, cfg: Config, params_file: Path, root: Path = Path(".")) -> None:
+    """``ray job submit`` this very command, as the KubeRay RayJob's entrypoint does: the driver
+    runs on the cluster's head, in the project folder every node shares (same path), with the
+    head's environment (the stack gives its nodes the MLflow, S3 and profile settings). It blocks,
+    streams the job's output, and raises when the job fails."""
+    import json
+    import shlex
+    import subprocess
+    import sys
+
+    entrypoint = (f"cd {shlex.quote(str(root.resolve()))} && {shlex.quote(sys.executable)} -m pipelines.cli "
+                  f"--params {shlex.quote(str(params_file.resolve()))} train --task {shlex.quote(task)}")
+    forwarded = {k: v for k, v in os.environ.items() if k == "PERCEPT_PROFILE"}  # no secrets in the job's record
+    runtime_env = {"env_vars": {IN_JOB_ENV: "1", **forwarded}}
+    ray = Path(sys.executable).parent / "ray"
+    cmd = [str(ray), "job", "submit", "--address", job_server(cfg), "--runtime-env-json", json.dumps(runtime_env),
+           "--", "bash", "-c", entrypoint]
+    log.info("submitting %s to the Ray job server %s", task, job_server(cfg))
+    if subprocess.run(cmd).returncode != 0:
+        raise RuntimeError(f"the Ray job training {task} failed (`ray job logs` on {job_server(cfg)} shows why)")
+
+
 def init_ray(cfg: Config) -> None:
     import ray
 
     if ray.is_initialized():
         return
     address = cfg.train.ray_address or os.environ.get("RAY_ADDRESS")
+    if address and address.startswith(("http://", "https://")):
+        address = os.environ.get("RAY_ADDRESS", "auto")  # a job's driver: Ray names its cluster
     if address:
         ray.init(address=address)
     else:
