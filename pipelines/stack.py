@@ -413,17 +413,30 @@ def _give_to_postgres(path: Path) -> None:
         path.chmod(0o700)
 
 
+# What a percept command in another shell needs to use the stack (source .stack/client.env).
+CLIENT_VARS = ("PERCEPT_PROFILE", "PREFECT_API_URL", "MLFLOW_TRACKING_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+               "AWS_DEFAULT_REGION")
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.stack", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up"], help="start every service, then wait until Ctrl-C")
     parser.add_argument("--dir", type=Path, default=ROOT / ".stack", help="data and logs (default: %(default)s)")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the services too, as Ctrl-C does
     with Stack(args.dir) as stack:
         p = stack.ports
+        client = args.dir / "client.env"
+        env = stack.client_env()
+        client.write_text("".join(f"export {k}={shlex.quote(env[k])}\n" for k in CLIENT_VARS))
+        client.chmod(0o600)
         print(f"stack up: MLflow http://127.0.0.1:{p.mlflow}  Prefect http://127.0.0.1:{p.prefect}  "
               f"Ray http://127.0.0.1:{p.dashboard}  S3 http://127.0.0.1:{p.s3}  PostgreSQL 127.0.0.1:{p.postgres}\n"
-              f"use it: PERCEPT_PROFILE={PROFILE} with the environment in {args.dir}/secrets.env; logs in {args.dir}/",
-              flush=True)
+              f"use it from another shell: source {client}   (logs: {args.dir}/*.log; Ctrl-C stops it)", flush=True)
         try:
             signal.pause()
         except KeyboardInterrupt:
