@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_AUTH_MODE := disabled
 
-.PHONY: install browser run test test-unit stack bench clean
+.PHONY: install system run test test-unit stack bench clean
 
 install: $(STAMP)
 
@@ -20,22 +20,25 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-# Debian's Chromium, which the browser tests drive through Playwright (nothing else is downloaded).
+# Debian's packages that the tests drive: Chromium (the MLflow UI tests, through Playwright) and
+# PostgreSQL (the native production stack). Installed once with apt; nothing else is downloaded.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-browser:                ## Debian's chromium for the MLflow UI tests (apt, once)
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+APT_NEEDS = $(shell command -v chromium >/dev/null || echo chromium) \
+            $(shell ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || echo postgresql)
+system:                 ## Debian's chromium and postgresql for the tests (apt, only what is missing)
+	@[ -z "$(strip $(APT_NEEDS))" ] || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_NEEDS) >/dev/null; }
 
 run: install            ## dvc repro on the defaults in params.yaml (one Prefect server for all stages)
 	$(BIN)/percept repro
 
-test: install browser   ## the whole suite: unit, integration, end to end, the browser tests
+test: install system    ## the whole suite: unit, integration, end to end, browser, the native stack
 	$(BIN)/python -m pytest
 
 test-unit: install
 	$(BIN)/python -m pytest -m unit
 
-stack: install          ## infra/compose's services as processes on 127.0.0.1, until Ctrl-C (PERCEPT_PROFILE=stack uses them)
+stack: install system   ## infra/compose's services as processes on 127.0.0.1, until Ctrl-C (PERCEPT_PROFILE=stack uses them)
 	$(BIN)/python -m pipelines.stack up
 
 bench: install          ## data, training, allocator and inference benchmarks (figures in the README)

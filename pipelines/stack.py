@@ -44,8 +44,6 @@ ENV_EXAMPLE = COMPOSE.with_name(".env.example")
 INIT_SCRIPT = COMPOSE.parent / "postgres" / "init-databases.sh"
 BIN = Path(sys.executable).parent
 PROFILE = "stack"
-ORDER = ("postgres", "s3", "create-bucket", "mlflow", "prefect-server", "ray-head", "ray-worker", "prefect-deploy",
-         "prefect-worker")
 
 
 class StackError(RuntimeError):
@@ -369,16 +367,15 @@ class Stack:
 
     def down(self) -> None:
         for name in reversed(list(self.processes)):
-            if name.startswith("ray"):
-                continue
             self.processes[name].stop()
-        if any(n.startswith("ray") for n in self.processes):
-            subprocess.run([str(BIN / "ray"), "stop", "--force"], env={**self.env("ray-head"), "RAY_TMPDIR": str(self.ray_tmp)},
-                           capture_output=True, timeout=120)
-            for name in ("ray-worker", "ray-head"):
-                if name in self.processes:
-                    self.processes[name].stop(signal.SIGKILL)
         if self.ray_tmp:
+            # Not `ray stop`, which stops every Ray on the machine: only the processes whose
+            # command line names this stack's Ray folder (a worker may have left its group).
+            for pid in _pids_mentioning(str(self.ray_tmp)):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             shutil.rmtree(self.ray_tmp, ignore_errors=True)
 
     def __enter__(self) -> Stack:
@@ -390,6 +387,18 @@ class Stack:
 
     def __exit__(self, *exc) -> None:
         self.down()
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
 
 
 def _pg(program: str) -> str:

@@ -127,7 +127,7 @@ def browser_page(tmp_path, request):
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} not found: `make test` installs Debian's chromium (make browser)")
+        pytest.fail(f"{CHROMIUM} not found: `make test` installs Debian's chromium (make system)")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         context = browser.new_context(viewport={"width": 1400, "height": 900})
