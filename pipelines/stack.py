@@ -367,7 +367,8 @@ class Stack:
 
     def down(self) -> None:
         for name in reversed(list(self.processes)):
-            self.processes[name].stop()
+            # `ray start --block` takes ~30 s to wind down on SIGTERM; its folder is swept below.
+            self.processes[name].stop(signal.SIGKILL if name.startswith("ray") else signal.SIGTERM)
         if self.ray_tmp:
             # Not `ray stop`, which stops every Ray on the machine: only the processes whose
             # command line names this stack's Ray folder (a worker may have left its group).

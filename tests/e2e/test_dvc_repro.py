@@ -1,21 +1,15 @@
 """`dvc repro` on a temporary copy of the project with tiny params: runs, reruns as a no-op,
 reruns only the task whose params changed, and round-trips the shards through an S3 remote."""
 
-import subprocess
-
 import pytest
 import yaml
-
-from tests.e2e.project_copy import tiny_project
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, prefect_harness):
-    repo, env = tiny_project(tmp_path_factory.mktemp("e2e"))
-    run = lambda *cmd, cwd=repo: subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)  # noqa: E731
-    return repo, run
+def project(reproduced):
+    return reproduced.repo, reproduced.run
 
 
 def check(result) -> str:
@@ -23,9 +17,9 @@ def check(result) -> str:
     return result.stdout + result.stderr
 
 
-def test_repro_runs_then_is_a_no_op_then_reruns_only_the_changed_task(project):
+def test_repro_runs_then_is_a_no_op_then_reruns_only_the_changed_task(project, reproduced):
     repo, run = project
-    out = check(run("dvc", "repro"))
+    out = check(reproduced.first_repro)  # the session's first `dvc repro` of the copy
     for stage in ("acquire", "ingest", "shard@sr_x4", "shard@denoise"):
         assert f"Running stage '{stage}'" in out
     for task in ("sr_x4", "denoise"):

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.project_copy import ROOT, tiny_project
+from tests.e2e.project_copy import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 CHROMIUM = os.environ.get("PERCEPT_CHROMIUM", "/usr/bin/chromium")
@@ -57,11 +57,11 @@ def check(result: subprocess.CompletedProcess) -> str:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, prefect_harness):
-    """`dvc repro` of the tiny project, then again with more sr_x4 steps: sr_x4 has versions 1 and 2."""
-    repo, env = tiny_project(tmp_path_factory.mktemp("ui"))
-    run = lambda *cmd: subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)  # noqa: E731
-    check(run("dvc", "repro"))
+def project(reproduced):
+    """The session's reproduced tiny project (sr_x4 and denoise registered), then sr_x4 again with
+    more steps: sr_x4 has versions 1 and 2."""
+    repo, run = reproduced.repo, reproduced.run
+    check(reproduced.first_repro)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["tasks"][TASK]["optim"]["steps"] = 6
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -1,27 +1,22 @@
 """Scheduled retraining as it runs for real: a Prefect server (`prefect server start`, its
-scheduler on) creates the runs, and they complete.
+scheduler on; the test harness runs none) creates the runs, and they complete.
 
-1. `percept schedule`, with a test-only cron due every minute in the project's params.yaml: the
-   scheduler creates the runs and the served deployment executes them. The first retrains (no
-   model registered yet: a new version), the next finds the data unchanged ("nothing to do").
-2. The production path of prefect.yaml: `prefect work-pool create`, `prefect deploy --all`,
-   `prefect worker start --pool percept`; a new image lands in the source and a run started with
-   `prefect deployment run` is picked up by the worker, retrains, registers version 2 and leaves
-   its artifact in the Prefect API.
+`percept schedule`, with a test-only cron due every minute in the project's params.yaml: the
+scheduler creates the runs and the served deployment executes them. The first retrains (its data
+is new to the registry: version 1), the next finds the data unchanged ("nothing to do").
+The production path of prefect.yaml (work pool, `prefect deploy --all`, a worker, `prefect
+deployment run`) runs in tests/e2e/test_stack.py, on the production stack.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -90,15 +85,12 @@ def prefect_api(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, prefect_api):
-    """A tiny project (sr_x4 only) whose train source has an incoming folder, retrained every minute."""
+    """A tiny project (sr_x4 only), retrained every minute."""
     base = tmp_path_factory.mktemp("scheduled")
     repo = copy_project(base / "percept")
-    shutil.copyfile(ROOT / "prefect.yaml", repo / "prefect.yaml")
-    incoming = base / "incoming"
-    incoming.mkdir()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["acquire"]["collections"] = [{"name": "T91", "dataset": "T91"}, {"name": "Set5", "dataset": "Set5"}]
-    params["ingest"]["sources"] = [{"uri": "data/raw/T91", "split": "train"}, {"uri": str(incoming), "split": "train"},
+    params["ingest"]["sources"] = [{"uri": "data/raw/T91", "split": "train"},
                                    {"uri": "data/raw/Set5", "split": "val"}]
     params["tasks"] = {"sr_x4": {"patch_size": 32, "patches_per_image": 2, "degradation": {"scale": 4},
                                  "model": {"channels": 8, "residual_blocks": 1},
@@ -109,11 +101,10 @@ def project(tmp_path_factory, prefect_api):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PREFECT_API_URL": prefect_api,
            "PERCEPT_DATASETS": str(tiny_datasets(base / "datasets")), "PERCEPT_WEIGHTS": str(SHARED / "weights"),
-           "PERCEPT_HOME": str(repo),  # prefect.yaml's pull step changes into it
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
-    return repo, incoming, env
+    return repo, env
 
 
 def api(url: str):
@@ -134,7 +125,7 @@ def api(url: str):
     return Session()
 
 
-def finished_runs(url: str, after: datetime | None = None) -> list[tuple[object, str | None]]:
+def finished_runs(url: str) -> list[tuple[object, str | None]]:
     """The deployment's flow runs in a final state (oldest first), each with its retrain
     artifact's first line ("# Retrain: retrained" or "# Retrain: nothing to do")."""
     from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey,
@@ -144,7 +135,7 @@ def finished_runs(url: str, after: datetime | None = None) -> list[tuple[object,
         runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["percept-weekly"])))
         done = []
         for run in sorted(runs, key=lambda r: r.expected_start_time):
-            if not (run.state and run.state.is_final()) or (after and run.expected_start_time < after):
+            if not (run.state and run.state.is_final()):
                 continue
             found = client.read_artifacts(artifact_filter=ArtifactFilter(
                 key=ArtifactFilterKey(any_=["retrain"]), flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
@@ -152,16 +143,16 @@ def finished_runs(url: str, after: datetime | None = None) -> list[tuple[object,
     return done
 
 
-def wait_for_runs(url: str, count: int, timeout: float, process: Process, after: datetime | None = None):
+def wait_for_runs(url: str, count: int, timeout: float, process: Process):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done = finished_runs(url, after)
+        done = finished_runs(url)
         if len(done) >= count:
             return done
         if process.proc.poll() is not None:
             break
         time.sleep(3)
-    pytest.fail(f"{count} finished run(s) expected in {timeout:.0f} s, got {finished_runs(url, after)}:\n{process.tail()}")
+    pytest.fail(f"{count} finished run(s) expected in {timeout:.0f} s, got {finished_runs(url)}:\n{process.tail()}")
 
 
 def registered_versions(repo: Path) -> list[int]:
@@ -172,7 +163,7 @@ def registered_versions(repo: Path) -> list[int]:
 
 
 def test_percept_schedule_runs_fire_and_complete(project, prefect_api, tmp_path):
-    repo, _, env = project
+    repo, env = project
     schedule = Process([str(BIN / "percept"), "--params", "params.yaml", "schedule"], tmp_path / "schedule.log",
                        cwd=repo, env=env)
     try:
@@ -186,32 +177,3 @@ def test_percept_schedule_runs_fire_and_complete(project, prefect_api, tmp_path)
     assert first[1] == "# Retrain: retrained" and second[1] == "# Retrain: nothing to do", (first[1], second[1])
     assert (second[0].expected_start_time - first[0].expected_start_time).total_seconds() >= 60
     assert registered_versions(repo) == [1]
-
-
-def test_worker_runs_the_prefect_yaml_deployment(project, prefect_api, tmp_path):
-    repo, incoming, env = project
-    prefect = lambda *args: subprocess.run([str(BIN / "prefect"), *args], cwd=repo, env=env, capture_output=True,  # noqa: E731
-                                           text=True, timeout=300)
-    made = prefect("work-pool", "create", "percept", "--type", "process")
-    assert made.returncode == 0 and "percept" in made.stdout, made.stdout + made.stderr
-    deployed = prefect("--no-prompt", "deploy", "--all")
-    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
-    worker = Process([str(BIN / "prefect"), "worker", "start", "--pool", "percept"], tmp_path / "worker.log", cwd=repo, env=env)
-    try:
-        shutil.copyfile(SHARED / "datasets" / "T91" / "HR" / "t6.png", incoming / "t6.png")  # new data
-        started = datetime.now(timezone.utc)
-        asked = prefect("deployment", "run", DEPLOYMENT)
-        assert asked.returncode == 0, asked.stdout + asked.stderr
-        run_id = re.search(r"UUID: ([0-9a-f-]{36})", asked.stdout).group(1)
-        deadline = time.monotonic() + 300
-        while not (done := {str(r.id): (r, h) for r, h in finished_runs(prefect_api, started)}).get(run_id):
-            assert time.monotonic() < deadline and worker.proc.poll() is None, f"run {run_id} not finished:\n{worker.tail()}"
-            time.sleep(3)
-        run, headline = done[run_id]
-    finally:
-        worker.stop()
-    assert run.state.is_completed(), run.state
-    assert not run.auto_scheduled and run.work_pool_name == "percept"
-    assert headline == "# Retrain: retrained"
-    assert registered_versions(repo) == [1, 2]
-    assert "Worker" in worker.tail() and str(run.id) in worker.tail()  # this worker ran it
