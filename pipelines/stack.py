@@ -150,6 +150,22 @@ class Process:
         return self.log.read_text(errors="replace")[-chars:] if self.log.is_file() else ""
 
 
+def wait_for_url(url: str, process: Process, timeout: float = 120) -> None:
+    """Until ``url`` answers 2xx; a StackError with the end of the process's log if it exits first
+    or ``timeout`` seconds pass."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if not process.alive() or time.monotonic() > deadline:
+                raise StackError(f"{process.name} did not answer on {url}:\n{process.tail()}") from None
+            time.sleep(0.5)
+
+
 class Stack:
     """The services of compose.yaml as processes; ``folder`` holds their data and logs."""
 

@@ -16,17 +16,15 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
+from pipelines.stack import Process, wait_for_url
 from tests.e2e.project_copy import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -77,28 +75,14 @@ def mlflow_ui(project, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("mlflow-ui") / "server.log"
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "NO_PROXY": "127.0.0.1,localhost"}
-    with open(log, "wb") as sink:
-        server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-                                   "sqlite:///mlflow.db", "--host", "127.0.0.1", "--port", str(port)],
-                                  cwd=repo, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Process("mlflow-ui", [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+                                   "sqlite:///mlflow.db", "--host", "127.0.0.1", "--port", str(port)], env, log, cwd=repo).start()
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow server did not answer on {url}:\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
+        wait_for_url(f"{url}/health", server)
         yield url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        server.stop(timeout=20)
 
 
 class Screens:

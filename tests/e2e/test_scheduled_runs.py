@@ -16,12 +16,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
+from pipelines.stack import Process, wait_for_url
 from tests.e2e.project_copy import ROOT, copy_project, tiny_datasets
 
 pytestmark = [pytest.mark.e2e, pytest.mark.scheduled]
@@ -36,27 +36,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Process:
-    """A long-running command in its own session, its output in a file; stopped with SIGINT."""
-
-    def __init__(self, cmd: list[str], log: Path, **kwargs):
-        self.log = log
-        with open(log, "wb") as sink:
-            self.proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory):
     """`prefect server start` on its own SQLite database, services (the scheduler) on."""
@@ -65,22 +44,14 @@ def prefect_api(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(home), PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
-    server = Process([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                     home / "server.log", env=env)
+    server = Process("prefect-server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                     env, home / "server.log").start()
     url = f"http://127.0.0.1:{port}/api"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                if server.proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"prefect server did not answer on {url}:\n{server.tail()}")
-                time.sleep(0.5)
+        wait_for_url(f"{url}/health", server)
         yield url
     finally:
-        server.stop()
+        server.stop(signal.SIGINT)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +120,7 @@ def wait_for_runs(url: str, count: int, timeout: float, process: Process):
         done = finished_runs(url)
         if len(done) >= count:
             return done
-        if process.proc.poll() is not None:
+        if not process.alive():
             break
         time.sleep(3)
     pytest.fail(f"{count} finished run(s) expected in {timeout:.0f} s, got {finished_runs(url)}:\n{process.tail()}")
@@ -164,13 +135,13 @@ def registered_versions(repo: Path) -> list[int]:
 
 def test_percept_schedule_runs_fire_and_complete(project, prefect_api, tmp_path):
     repo, env = project
-    schedule = Process([str(BIN / "percept"), "--params", "params.yaml", "schedule"], tmp_path / "schedule.log",
-                       cwd=repo, env=env)
+    schedule = Process("schedule", [str(BIN / "percept"), "--params", "params.yaml", "schedule"], env,
+                       tmp_path / "schedule.log", cwd=repo).start()
     try:
         # Created by the server's scheduler (nobody asks for a run) and executed by the served flow.
         first, second = wait_for_runs(prefect_api, 2, timeout=330, process=schedule)[:2]
     finally:
-        schedule.stop()
+        schedule.stop(signal.SIGINT)
     for run, _ in (first, second):
         assert run.state.is_completed(), run.state
         assert run.auto_scheduled  # made by the scheduler from the cron, not by hand
