@@ -11,10 +11,14 @@ same per-task networks and losses as the CPU default at the paper's patch sizes)
 2. the training step (model forward and backward, loss, Adam) in fp32 (TF32 convolutions on a
    GPU), channels-last, bf16 autocast, and bf16 + channels-last: samples/s, TFLOP/s
    (FlopCounterMode, conv and matmul only) and the share of ``--peak-tflops``;
-3. ``--seconds`` of training in the fastest mode (cosine schedule over the steps that fit), then
+3. the sample stream: the pairs written as raw ``.npy`` shards and read back by
+   ``training.shards.train_batches`` with ``--loader-workers`` processes (default: the host's
+   cores less two), pinned and copied to the device a step ahead, as training reads them:
+   samples/s against the step's consumption in its fastest mode (above 1: the GPU never waits);
+4. ``--seconds`` of training in the fastest mode (cosine schedule over the steps that fit), then
    the task's validation figures on Set5 and Set14 against the baseline, by the protocol
    ``percept evaluate`` follows;
-4. inference latency at 1024² output per network kind (fp32, bf16, bf16 + channels-last).
+5. inference latency at 1024² output per network kind (fp32, bf16, bf16 + channels-last).
 
 Figures go to stdout as tables and to ``--out`` as JSON (written after every task, so a run cut
 short keeps what it measured). ``--tiny`` runs the same code on the CPU at toy sizes in seconds:
@@ -78,6 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="toy sizes: patches 32 px, 2 timed steps, 2 s of training")
     p.add_argument("--steps-only", action="store_true", help="only the step timings (no training, validation or latency): "
                    "with --device cpu --profile '' the precision and memory-format ratios of the CPU default")
+    p.add_argument("--loader-workers", type=int, default=max(1, (os.cpu_count() or 1) - 2),
+                   help="loader processes for the stream figure (default: the host's cores less two: %(default)s)")
+    p.add_argument("--stream-seconds", type=float, default=5.0, help="timed streaming per task (default: %(default)s)")
     p.add_argument("--out", type=Path, help="write results.json (and the tables) here")
     return p.parse_args(argv)
 
@@ -201,6 +208,36 @@ def count_step_flops(task: Task) -> float:
     return float(counter.get_total_flops())
 
 
+def stream_rate(task: Task, pairs: tuple[np.ndarray, np.ndarray], workers: int, seconds: float) -> float:
+    """Samples/s of the train stream on raw shards of ``pairs``, delivered on the device."""
+    import tempfile
+
+    from training.images import encode_npy
+    from training.loop import prefetch_to_device
+    from training.shards import ShardWriter, train_batches
+
+    with tempfile.TemporaryDirectory(prefix="gpu-stream-") as folder:
+        writer = ShardWriter(Path(folder), "train", max_samples=64, max_bytes=64_000_000)
+        for i, (x, y) in enumerate(zip(*pairs)):
+            writer.write({"__key__": f"s{i:06d}".encode(), "input.npy": encode_npy(x), "target.npy": encode_npy(y),
+                          "meta.json": b"{}"})
+        urls = [str(Path(folder) / s["name"]) for s in writer.close()]
+        batch = task.params.optim.batch_size
+        batches = prefetch_to_device(train_batches(urls, batch, 0, loader_workers=workers,
+                                                   pin_memory=task.device.type == "cuda"), task.device)
+        for _ in range(3 + workers):  # every loader worker started and filled its buffer
+            next(batches)
+        sync(task.device)
+        start, n = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            inputs, _ = next(batches)
+            n += inputs.shape[0]
+        sync(task.device)
+        rate = n / (time.perf_counter() - start)
+        del batches  # stops the loader workers before the folder goes
+    return rate
+
+
 def time_mode(task: Task, mode: str, steps: int) -> float:
     """Samples/s of the training step in ``mode``, after untimed warm-up steps."""
     model, optimizer, scheduler, _ = task.fresh(mode.endswith("channels_last"), 10 * steps)
@@ -275,11 +312,12 @@ def latency(kind: str, model: torch.nn.Module, scale: int, in_channels: int, siz
 
 
 def table(results: dict[str, Any], peak: float) -> str:
-    lines = ["| task | step GFLOP/sample | fp32 | CL | bf16 | bf16+CL (samples/s) | best TFLOP/s (% of peak) | trained | "
-             "loss first -> last | validation |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| task | step GFLOP/sample | fp32 | CL | bf16 | bf16+CL (samples/s) | best TFLOP/s (% of peak) | "
+             "stream/s (loader workers), ÷ step | trained | loss first -> last | validation |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in results["tasks"].items():
         if "error" in r:
-            lines.append(f"| {name} | error: {r['error']} | | | | | | | | |")
+            lines.append(f"| {name} | error: {r['error']} | | | | | | | | | |")
             continue
         rates = r["samples_per_s"]
         best = max(rates, key=rates.get)
@@ -291,8 +329,10 @@ def table(results: dict[str, Any], peak: float) -> str:
         t = r.get("training")
         trained = f"{t['steps']} steps, {t['seconds']:.0f} s, {t['samples_per_s']:.0f}/s" if t else "-"
         losses = f"{t['loss_first']:.4g} -> {t['loss_last']:.4g}" if t else "-"
+        st = r["stream"]
+        stream = f"{st['samples_per_s']:.0f} ({st['loader_workers']}), x{st['vs_step']:.2f}"
         lines.append(f"| {name} | {r['gflop_per_sample']:.2f} | " + " | ".join(f"{rates[m]:.0f}" for m in MODES) +
-                     f" | {tflops:.2f} ({100 * tflops / peak:.1f} %) | {trained} | {losses} | {'; '.join(val) or '-'} |")
+                     f" | {tflops:.2f} ({100 * tflops / peak:.1f} %) | {stream} | {trained} | {losses} | {'; '.join(val) or '-'} |")
     if results.get("latency"):
         lines += ["", f"| network | {' | '.join(MODES)} (ms per {results['infer_size']}² image) |",
                   "| --- |" + " --- |" * len(MODES)]
@@ -324,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     if args.tiny:
         args.seconds, args.pairs, args.timed_steps, args.infer_size = 2.0, 8, 2, 64
+        args.loader_workers, args.stream_seconds = 1, 0.5
     cfg = load_cfg(args)
     tasks = args.tasks.split(",") if args.tasks else cfg.train.tasks
     started = time.perf_counter()
@@ -351,6 +392,12 @@ def main(argv: list[str] | None = None) -> int:
                 entry["samples_per_s"] = {mode: time_mode(task, mode, args.timed_steps) for mode in MODES}
                 fp32 = entry["samples_per_s"]["fp32"]
                 log(f"{name}: " + ", ".join(f"{m} {v:.1f}/s (x{v / fp32:.2f})" for m, v in entry["samples_per_s"].items()))
+                pairs = (task.inputs.cpu().numpy(), task.targets.cpu().numpy())
+                entry["stream"] = {"loader_workers": args.loader_workers,
+                                   "samples_per_s": stream_rate(task, pairs, args.loader_workers, args.stream_seconds)}
+                entry["stream"]["vs_step"] = entry["stream"]["samples_per_s"] / max(entry["samples_per_s"].values())
+                log(f"{name}: stream {entry['stream']['samples_per_s']:.0f}/s with {args.loader_workers} loader workers, "
+                    f"x{entry['stream']['vs_step']:.2f} the step's consumption")
                 if not args.steps_only:
                     train_and_validate(task, entry, args, device, results["latency"], seen_nets)
             except Exception as exc:  # one broken task must not cost the others their figures

@@ -13,8 +13,8 @@ SHARED=${PERCEPT_SHARED:-../shared}
 
 # What training/ and the evaluation code import beyond a stock CUDA PyTorch image (which has
 # numpy, scipy, Pillow, PyYAML, tqdm, opencv-python-headless, typing-extensions), at the
-# versions constraints.txt locks.
-PACKAGES="pydantic pydantic_core annotated-types typing-inspection albumentations albucore simsimd stringzilla"
+# versions constraints.txt locks. webdataset: the stream figure reads shards as training does.
+PACKAGES="pydantic pydantic_core annotated-types typing-inspection albumentations albucore simsimd stringzilla webdataset braceexpand"
 
 prepare() {
   rm -rf "$GPU" && mkdir -p "$GPU/wheels" "$GPU/datasets" "$GPU/weights"

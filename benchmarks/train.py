@@ -355,7 +355,8 @@ def build_shards(raw: dict[str, Any], datasets: Path, dest: Path, images: int) -
 
     from pipelines.config import parse_config
     from pipelines.ingest import MANIFEST_FIELDS, decode_all, list_source, read_manifest, write_csv
-    from pipelines.shard import image_jobs, index_for, sample_mapper, write_split
+    from pipelines.engine import data_engine
+    from pipelines.shard import image_jobs, index_for, write_split
 
     work = dest.parent / "build"
     pick = work / "T91"
@@ -366,6 +367,7 @@ def build_shards(raw: dict[str, Any], datasets: Path, dest: Path, images: int) -
     raw = copy.deepcopy(raw)
     raw["ingest"]["sources"] = [{"uri": str(pick), "split": "train"}, {"uri": str(datasets / "Set5" / "HR"), "split": "val"}]
     raw["ingest"]["follow_links"] = True  # the picks are links into the datasets folder
+    raw["data"] = {"engine": "local"}  # a few images: this process, no Ray start for a build step
     cfg = parse_config(raw, source="benchmark shard settings")
     candidates = [c for s in cfg.ingest.sources for c in list_source(s, cfg)]
     (work / "manifest" / "images").mkdir(parents=True)
@@ -375,7 +377,7 @@ def build_shards(raw: dict[str, Any], datasets: Path, dest: Path, images: int) -
     rows = read_manifest(manifest)
     dest.mkdir(parents=True)
     shards = []
-    with sample_mapper(os.cpu_count() or 1) as mapper:
+    with data_engine(cfg) as mapper:
         for split in ("train", "val"):
             shards += write_split.fn(image_jobs(TASK, cfg, rows, manifest.parent, split), dest, split, cfg, mapper)
     (dest / "index.json").write_text(json.dumps(index_for(TASK, cfg, shards, manifest), indent=2, sort_keys=True) + "\n")
@@ -499,7 +501,8 @@ def run_ray(cfg, root: Path, warmup: int, niceness: int | None = None) -> dict[s
 
     from pipelines import tracking
     from pipelines.paths import Paths
-    from pipelines.train import init_ray, train
+    from pipelines.engine import init_ray
+    from pipelines.train import train
 
     params = cfg.task(TASK)
     steps, batch = params.optim.steps, params.optim.batch_size

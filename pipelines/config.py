@@ -153,7 +153,6 @@ class IngestConfig(Strict):
     sources: list[Source] = Field(min_length=1)
     max_pixels: int = Field(40_000_000, gt=0)
     min_val_side: int = Field(64, ge=1)
-    download_workers: int = Field(8, ge=1, le=64)
     download_retries: int = Field(4, ge=0, le=20)
     # What ingest reads at all. Files are refused before they are read (size), before they are
     # decoded (format, pixels, decode memory) and when their metadata is oversized.
@@ -195,7 +194,17 @@ class S3Config(Strict):
 class ShardConfig(Strict):
     max_samples: int = Field(256, ge=1)
     max_bytes: int = Field(64_000_000, ge=1_000_000)
-    workers: int = Field(0, ge=0, description="0 = all cores")
+    encoding: Literal["raw", "png"] = Field("raw", description="train samples: raw uint8 arrays (fast to read) "
+                                            "or PNG (about half the size, slower to read)")
+
+
+class DataConfig(Strict):
+    """Where ingest's and shard's per-item work runs (pipelines/engine.py)."""
+
+    engine: Literal["ray", "local"] = Field("ray", description="ray: Ray Data on a local Ray or the cluster "
+                                            "train.ray_address / $RAY_ADDRESS names; local: this process only")
+    workers: int = Field(0, ge=0, description="CPUs of a local Ray started for the data; 0 = all cores")
+    items_per_task: int = Field(4, ge=1, le=4096, description="files or images per Ray task")
 
 
 class TrainConfig(Strict):
@@ -345,6 +354,7 @@ class Config(Strict):
     ingest: IngestConfig
     s3: S3Config = S3Config()
     shard: ShardConfig = ShardConfig()
+    data: DataConfig = DataConfig()
     # SerializeAsAny: dump each block as its per-task model (degradation, model, ...), not as the base.
     tasks: Annotated[dict[str, SerializeAsAny[TaskParams]], BeforeValidator(_validate_task_blocks)]
 

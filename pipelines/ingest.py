@@ -1,10 +1,13 @@
 """The ``ingest`` flow: raw collections -> validated, de-duplicated manifest.
 
 Sources (params ``ingest.sources``) are local folders, globs, or ``s3://bucket/prefix`` URIs.
-Every file is fetched and decoded fully; accepted images are oriented, converted to RGB and
-stored as PNG under ``data/manifest/images/``; rejects are listed with their reason. Exact
-duplicates (same decoded pixels) are kept once, preferring a val copy so that no validation
-image leaks into training. Outputs replace the old ones only once complete.
+This process lists the sources; the data engine's workers (Ray tasks by default, on any node:
+pipelines/engine.py, pipelines/validate.py) fetch and decode every file fully, S3 objects
+included; accepted images come back oriented, converted to RGB and encoded as PNG, and are
+written under ``data/manifest/images/`` as they arrive, in listing order; rejects are listed with
+their reason. Exact duplicates (same decoded pixels) are kept once, globally, preferring a val
+copy so that no validation image leaks into training. Outputs replace the old ones only once
+complete.
 """
 
 from __future__ import annotations
@@ -17,8 +20,7 @@ import os
 import re
 import stat
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
 from prefect import flow, task
@@ -29,24 +31,15 @@ from tqdm import tqdm
 from pipelines import s3 as s3lib
 from pipelines.config import Config, Source
 from pipelines.fsutil import staging_dir
-from training.images import DecodeLimits, Rejected, RejectReason, decode_image, encode_png, pixel_sha256, read_file
+from pipelines.engine import data_engine
 from pipelines.paths import Paths
+from pipelines.validate import Accepted, Candidate, Validator
+from training.images import DecodeLimits, Rejected, RejectReason
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FIELDS = ["id", "source_uri", "sha256", "width", "height", "split", "path", "source_channels"]
 REJECT_FIELDS = ["source_uri", "split", "reason", "detail"]
-
-
-@dataclass(frozen=True, order=True)
-class Candidate:
-    uri: str
-    split: str
-    label: str  # the source's name, e.g. T91
-    rel: str  # path below the source, e.g. HR/t1.png
-    size: int = -1  # bytes, when the listing says (S3); -1: ask the file
-    # Set when the listing already refuses it (a dot-file, a link leaving the folder): (reason, detail).
-    refused: tuple[str, str] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -167,32 +160,22 @@ def list_all(cfg: Config) -> list[Candidate]:
 
 @task(name="decode-and-validate", cache_policy=NO_CACHE)
 def decode_all(candidates: list[Candidate], cfg: Config, images_dir: Path) -> tuple[list[ManifestRow], list[RejectRow]]:
-    """Fetch and decode every candidate in parallel. Each worker writes its accepted image to
-    disk as PNG at once, so memory holds at most one file per worker, whatever the input."""
-    s3 = s3lib.client(cfg.s3, retries=cfg.ingest.download_retries) if any(s3lib.is_s3(c.uri) for c in candidates) else None
+    """Fetch and decode every candidate on the data engine (pipelines/engine.py); each accepted
+    image comes back as PNG bytes and is written at once, so this process holds no collection."""
     limits = {split: DecodeLimits.from_config(cfg.ingest, cfg.largest_patch if split == "train" else cfg.ingest.min_val_side)
               for split in ("train", "val")}
-
-    def check(item: tuple[int, Candidate]):
-        index, c = item
-        try:
-            if c.refused:
-                raise Rejected(RejectReason(c.refused[0]), c.refused[1])
-            data = read_candidate(c, s3, limits[c.split])
-            rgb, channels = decode_image(data, limits=limits[c.split])
-            del data
-            staged = images_dir / f".{index}.png.part"  # renamed to its id, or removed, by dedupe_and_write
-            staged.write_bytes(encode_png(rgb))
-            return c, Decoded(pixel_sha256(rgb), rgb.shape[1], rgb.shape[0], staged, channels)
-        except Rejected as rej:
-            return c, rej
-        except Exception as exc:  # noqa: BLE001 - one item's failure is its own, never the run's
-            return c, Rejected(RejectReason.UNREADABLE, f"{type(exc).__name__}: {exc}"[:300])
-
+    validator = Validator(limits, cfg.s3, cfg.ingest.download_retries, os.getcwd())
+    # A worker holds at most one file and its decode at a time: Ray runs no more than memory allows.
+    memory = cfg.ingest.max_bytes + cfg.ingest.max_decode_bytes
     decoded = []
-    with ThreadPoolExecutor(cfg.ingest.download_workers) as pool:
-        for result in tqdm(pool.map(check, enumerate(candidates)), total=len(candidates), desc="ingest", unit="img"):
-            decoded.append(result)
+    with data_engine(cfg) as mapper:
+        results = mapper(validator, candidates, memory=memory)
+        for index, (c, result) in enumerate(tqdm(zip(candidates, results), total=len(candidates), desc="ingest", unit="img")):
+            if isinstance(result, Accepted):
+                staged = images_dir / f".{index}.png.part"  # renamed to its id, or removed, by dedupe_and_write
+                staged.write_bytes(result.png)
+                result = Decoded(result.sha256, result.width, result.height, staged, result.channels)
+            decoded.append((c, result))
     return dedupe_and_write(decoded, images_dir)
 
 
@@ -203,21 +186,6 @@ class Decoded:
     height: int
     staged: Path  # the PNG, written under a temp name
     channels: int
-
-
-def read_candidate(c: Candidate, s3, limits: DecodeLimits) -> bytes:
-    """A candidate's bytes; its size is checked before anything is read."""
-    if not s3lib.is_s3(c.uri):
-        return read_file(c.uri, limits)
-    if c.size > limits.max_bytes:
-        raise Rejected(RejectReason.FILE_TOO_LARGE, f"{c.size} bytes exceeds max_bytes={limits.max_bytes}")
-    try:
-        data = s3lib.read_object(s3, c.uri, limit=limits.max_bytes + 1)
-    except s3lib.ObjectUnreadable as exc:
-        raise Rejected(RejectReason.UNREADABLE, str(exc)) from None
-    if len(data) > limits.max_bytes:
-        raise Rejected(RejectReason.FILE_TOO_LARGE, f"more than max_bytes={limits.max_bytes} bytes")
-    return data
 
 
 def dedupe_and_write(decoded, images_dir: Path) -> tuple[list[ManifestRow], list[RejectRow]]:

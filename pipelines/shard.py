@@ -1,24 +1,20 @@
 """The ``shard`` flow: manifest -> WebDataset tar shards of (input, target) pairs for one task.
 
 Layout: ``data/shards/<task>/train-000000.tar ...``, ``val-000000.tar ...`` and ``index.json``.
-Each sample holds ``input.png``, ``target.png`` (lossless) and ``meta.json``. Train samples are
-random patches; val samples are whole images mod-cropped to the task's scale.
+Each sample holds ``input.<ext>``, ``target.<ext>`` and ``meta.json``: train samples are random
+patches, as raw ``.npy`` arrays or PNG (``shard.encoding``); val samples are whole images
+mod-cropped to the task's scale, as PNG.
 
-Samples are made in a process pool (the degradations are CPU-bound) and written in a fixed order
-by this process, so the same seed gives byte-identical shards. A shard is written under a
-temporary name and renamed only when complete; the task folder is swapped in whole at the end.
+Samples are made on the data engine (Ray tasks by default, pipelines/engine.py: the degradations
+are CPU-bound) and come back in a fixed order to this process, which writes them, so the same
+seed gives byte-identical shards wherever they were made. A shard is written under a temporary
+name and renamed only when complete; the task folder is swapped in whole at the end.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
-import multiprocessing as mp
-import os
-import tarfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,70 +25,16 @@ from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
 from pipelines.config import Config
+from pipelines.engine import OrderedMap, data_engine
 from pipelines.fsutil import atomic_write_text, sha256_file, staging_dir
 from pipelines.ingest import ManifestRow, read_manifest
 from pipelines.paths import Paths
-from pipelines.samples import ImageJob, Sample, make_samples
+from pipelines.samples import ImageJob, make_samples
 from training.pairs import sample_seed
+from training.shards import ShardWriter
 
 log = logging.getLogger(__name__)
 INDEX_VERSION = 1
-
-
-class ShardWriter:
-    """Sequential tar shards bounded by sample count and bytes, each renamed into place when whole.
-
-    Members carry fixed metadata (mtime 0, uid 0, mode 0444) so identical samples give identical bytes.
-    """
-
-    def __init__(self, folder: Path, prefix: str, max_samples: int, max_bytes: int):
-        self.folder, self.prefix = folder, prefix
-        self.max_samples, self.max_bytes = max_samples, max_bytes
-        self.shards: list[dict[str, Any]] = []
-        self._tar: tarfile.TarFile | None = None
-        self._count = self._bytes = 0
-
-    def write(self, sample: Sample) -> None:
-        size = sum(len(v) + 512 for k, v in sample.items() if k != "__key__")
-        if self._tar is not None and (self._count >= self.max_samples or self._bytes + size > self.max_bytes):
-            self._finish()
-        if self._tar is None:
-            self._open()
-        key = sample["__key__"].decode()
-        for suffix, data in sample.items():
-            if suffix == "__key__":
-                continue
-            info = tarfile.TarInfo(f"{key}.{suffix}")
-            info.size, info.mtime, info.mode = len(data), 0, 0o444
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            self._tar.addfile(info, io.BytesIO(data))
-        self._count += 1
-        self._bytes += size
-
-    def close(self) -> list[dict[str, Any]]:
-        if self._tar is not None:
-            self._finish()
-        return self.shards
-
-    def _name(self) -> str:
-        return f"{self.prefix}-{len(self.shards):06d}.tar"
-
-    def _open(self) -> None:
-        self._tmp = self.folder / f".{self._name()}.tmp"
-        self._tar = tarfile.open(self._tmp, "w", format=tarfile.GNU_FORMAT)
-        self._count = self._bytes = 0
-
-    def _finish(self) -> None:
-        assert self._tar is not None
-        self._tar.close()
-        final = self.folder / self._name()
-        os.replace(self._tmp, final)
-        self.shards.append(
-            {"name": final.name, "split": self.prefix, "samples": self._count,
-             "bytes": final.stat().st_size, "sha256": sha256_file(final)}
-        )
-        self._tar = None
 
 
 def image_jobs(task_name: str, cfg: Config, rows: list[ManifestRow], manifest_dir: Path, split: str) -> list[ImageJob]:
@@ -104,28 +46,17 @@ def image_jobs(task_name: str, cfg: Config, rows: list[ManifestRow], manifest_di
         chosen = [chosen[i] for i in order]
     patches = params.patches_per_image if split == "train" else 1
     return [
-        ImageJob(task_name, split, r.id, str(manifest_dir / r.path), params.degradation, params.patch_size, patches, cfg.seed,
-                 r.source_channels)
+        ImageJob(task_name, split, r.id, str((manifest_dir / r.path).resolve()), params.degradation, params.patch_size,
+                 patches, cfg.seed, r.source_channels, cfg.shard.encoding)
         for r in chosen
     ]
 
 
-@contextlib.contextmanager
-def sample_mapper(workers: int) -> Iterator[Callable[[list[ImageJob]], Iterator[list[Sample]]]]:
-    """An ordered map of make_samples over jobs, in a process pool when more than one worker."""
-    if workers <= 1:
-        yield lambda jobs: map(make_samples, jobs)
-        return
-    # spawn, not fork: the Prefect engine runs threads that a forked child must not inherit.
-    with mp.get_context("spawn").Pool(workers) as pool:
-        yield lambda jobs: pool.imap(make_samples, jobs, chunksize=1)  # imap keeps order: determinism
-
-
 @task(name="write-shards", cache_policy=NO_CACHE)
-def write_split(jobs: list[ImageJob], folder: Path, split: str, cfg: Config, mapper) -> list[dict[str, Any]]:
+def write_split(jobs: list[ImageJob], folder: Path, split: str, cfg: Config, mapper: OrderedMap) -> list[dict[str, Any]]:
     writer = ShardWriter(folder, split, cfg.shard.max_samples, cfg.shard.max_bytes)
     with tqdm(total=sum(j.patches for j in jobs), desc=f"shard {jobs[0].task} {split}", unit="sample") as bar:
-        for samples in mapper(jobs):
+        for samples in mapper(make_samples, jobs):
             for sample in samples:
                 writer.write(sample)
             bar.update(len(samples))
@@ -141,6 +72,7 @@ def index_for(task_name: str, cfg: Config, shards: list[dict[str, Any]], manifes
         "scale": params.degradation.input_scale,
         "params": params.model_dump(mode="json"),
         "shard_limits": {"max_samples": cfg.shard.max_samples, "max_bytes": cfg.shard.max_bytes},
+        "encoding": {"train": cfg.shard.encoding, "val": "png"},
         "manifest_sha256": sha256_file(manifest),
         "splits": {s: sum(x["samples"] for x in shards if x["split"] == s) for s in ("train", "val")},
         "shards": shards,
@@ -162,7 +94,7 @@ def shard_flow(task_name: str, cfg: Config, paths: Paths = Paths()) -> dict[str,
             rejected = paths.rejects if paths.rejects.is_file() else "rejects.csv"
             raise ValueError(f"the manifest has no {split} images: every one was rejected or the sources changed "
                              f"since the last ingest; see {rejected} and run `percept ingest` again")
-    with staging_dir(paths.shards(task_name)) as tmp, sample_mapper(cfg.shard.workers or os.cpu_count() or 1) as mapper:
+    with staging_dir(paths.shards(task_name)) as tmp, data_engine(cfg) as mapper:
         shards = []
         for split, todo in jobs.items():
             shards += write_split(todo, tmp, split, cfg, mapper)

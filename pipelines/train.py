@@ -24,7 +24,7 @@ import torch
 
 from pipelines import tracking
 from pipelines.config import Config, parse_config
-from pipelines.env import apply_local_ray_defaults
+from pipelines.engine import init_ray
 from pipelines.fsutil import atomic_write_text, sha256_file, staging_dir
 from pipelines.paths import Paths
 from training.models import build_transform_net
@@ -136,22 +136,6 @@ def submit_job(task: str, cfg: Config, params_file: Path, root: Path = Path(".")
         raise RuntimeError(f"the Ray job training {task} failed (`ray job logs` on {job_server(cfg)} shows why)")
 
 
-def init_ray(cfg: Config) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = cfg.train.ray_address or os.environ.get("RAY_ADDRESS")
-    if address and address.startswith(("http://", "https://")):
-        address = os.environ.get("RAY_ADDRESS", "auto")  # a job's driver: Ray names its cluster
-    if address:
-        ray.init(address=address)
-    else:
-        apply_local_ray_defaults()  # read by the raylet and the Train controller started below
-        # A short temp dir: Ray's unix socket paths must stay under 107 bytes.
-        ray.init(_temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"), configure_logging=False)
-
-
 def train(task: str, cfg: Config, paths: Paths = Paths()) -> TrainOutcome:
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -238,7 +222,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from pipelines.pretrained import init_pretrained, task_loss
-    from training.loop import checkpoint_state, make_optimizer, restore_state, step_precision, to_model_input, train_step
+    from training.loop import (checkpoint_state, make_optimizer, prefetch_to_device, restore_state, step_precision,
+                               to_model_input, train_step)
     from training.shards import train_batches
 
     cfg = parse_config(config["params"])
@@ -277,7 +262,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         seed=sample_seed(cfg.seed, task, "train-stream", start) % 2**31,
         rank=rank, world_size=world, order=cfg.train.data_order,
         shuffle_buffer=cfg.train.shuffle_buffer, loader_workers=cfg.train.loader_workers,
+        pin_memory=device.type == "cuda",
     )
+    batches = prefetch_to_device(batches, device)
     mlflow = tracking.client(cfg.mlflow) if rank == 0 else None
     steps = params.optim.steps
     meter = ThroughputMeter(params.optim.batch_size)

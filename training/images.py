@@ -45,6 +45,9 @@ class Rejected(Exception):
         self.reason = reason
         self.detail = detail
 
+    def __reduce__(self):  # pickled between processes: rebuilt from both fields, not the message
+        return Rejected, (self.reason, self.detail)
+
 
 def failure_reason(exc: BaseException) -> str:
     """Why one file could not be read or decoded, in a few words: a rejection's reason and
@@ -220,6 +223,15 @@ def encode_png(rgb: np.ndarray) -> bytes:
     buf = io.BytesIO()
     mode = "L" if rgb.ndim == 2 else None
     Image.fromarray(rgb, mode=mode).save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def encode_npy(image: np.ndarray) -> bytes:
+    """An H x W x 3 uint8 ``.npy`` (gray repeated to three channels, as a PNG decoded to RGB reads)."""
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(image, dtype=np.uint8), allow_pickle=False)
     return buf.getvalue()
 
 

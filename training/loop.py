@@ -112,6 +112,30 @@ def to_model_input(batch: torch.Tensor, in_channels: int, device: torch.device, 
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
 
 
+def prefetch_to_device(batches, device: torch.device):
+    """The (inputs, targets) stream with each batch copied to a CUDA ``device`` one step ahead,
+    on a side stream, so the host-to-device copy overlaps the step before it (the batches should
+    come from pinned memory: ``train_batches(pin_memory=True)``). Elsewhere the stream as it is."""
+    if device.type != "cuda":
+        yield from batches
+        return
+    copier = torch.cuda.Stream(device)
+
+    def ahead():
+        inputs, targets = next(batches)
+        with torch.cuda.stream(copier):
+            return inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+
+    upcoming = ahead()
+    while True:
+        torch.cuda.current_stream(device).wait_stream(copier)
+        ready = upcoming
+        for tensor in ready:  # memory the copier filled, used on the compute stream
+            tensor.record_stream(torch.cuda.current_stream(device))
+        upcoming = ahead()
+        yield ready
+
+
 def checkpoint_state(model: nn.Module, optimizer, scheduler, step: int, extra: dict[str, Any]) -> dict[str, Any]:
     bare = model.module if hasattr(model, "module") else model  # unwrap DDP
     return {

@@ -53,6 +53,9 @@ def tiny_params() -> dict:
     }
     params["train"].update(tasks=["sr_x4", "denoise"], cpus_per_worker=1, checkpoint_every=2, log_every=2, loader_workers=0)
     params["evaluate"]["sets"] = {"Set5": "data/raw/Set5"}
+    # Four images: ingest and shard in the stage's own process (a plain `dvc repro` stage would
+    # start a Ray of its own for each, ~10 s apiece). The data on Ray: test_stack.py, test_data_engine.py.
+    params["data"]["engine"] = "local"
     return params
 
 

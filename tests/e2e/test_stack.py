@@ -41,6 +41,7 @@ def stack(tmp_path_factory, prefect_harness):
     params["tasks"] = {TASK: params["tasks"][TASK]}
     params["train"]["tasks"] = [TASK]
     params["train"].update(workers=2, checkpoint_every=2, max_failures=2)  # one worker per Ray node
+    params["data"]["engine"] = "ray"  # ingest and shard on the stack's Ray cluster too
     params["profiles"]["stack"] = profile(ports)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     services = Stack(base / "services", project=repo, ports=ports, datasets=base / "datasets",

@@ -44,7 +44,8 @@ def data_params(root: Path) -> dict[str, Any]:
         "acquire": {"collections": [{"name": "unused", "dataset": "unused"}]},
         "ingest": {"sources": [{"uri": str(root / "raw" / "train"), "split": "train"},
                                {"uri": str(root / "raw" / "val"), "split": "val"}]},
-        "shard": {"max_samples": 8, "max_bytes": 2_000_000, "workers": 1},
+        "shard": {"max_samples": 8, "max_bytes": 2_000_000},
+        "data": {"engine": "local"},  # a few images: no Ray start (test_data_engine covers Ray)
         "tasks": {"sr_x4": {"patch_size": PATCH, "patches_per_image": PATCHES_PER_IMAGE, "degradation": {"scale": 4}}},
     }  # fmt: skip
 

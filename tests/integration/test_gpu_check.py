@@ -30,6 +30,7 @@ def test_gpu_check_runs_every_step_for_each_kind_of_network(tmp_path):
         assert "error" not in r, (name, r)
         assert set(r["samples_per_s"]) == {"fp32", "channels_last", "bf16", "bf16+channels_last"} and min(r["samples_per_s"].values()) > 0
         assert r["gflop_per_sample"] > 0 and r["training"]["steps"] >= 2
+        assert r["stream"]["loader_workers"] == 1 and r["stream"]["samples_per_s"] > 0 and r["stream"]["vs_step"] > 0
         assert set(r["validation"]) == {"Set5", "Set14"}
     assert results["tasks"]["sr_x4"]["arch"] == "resnet" and results["tasks"]["style_wave"]["arch"] == "johnson"
     sr = results["tasks"]["sr_x4"]["validation"]["Set5"]

@@ -90,6 +90,7 @@ def make_cfg(root, patch=PATCH):
             "min_val_side": 16,
         },
         "tasks": {"sr_x4": {"patch_size": patch, "patches_per_image": 1}},
+        "data": {"engine": "local"},
     })
 
 
@@ -164,6 +165,7 @@ def test_glob_source_and_summary_artifact(prefect_harness, messy_folder):
                                {"uri": str(root / "raw" / "valset" / "v*.png"), "split": "val"}],
                    "min_val_side": 16},
         "tasks": {"sr_x4": {"patch_size": PATCH, "patches_per_image": 1}},
+        "data": {"engine": "local"},
     })
     counts = ingest_flow(cfg, Paths(root))
     manifest = read_manifest(Paths(root).manifest)

@@ -22,7 +22,6 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 SIDE = 1000  # noise images: ~3 MB each as PNG, ~7 MB to decode
-WORKERS = 4
 
 CHILD = textwrap.dedent("""
     import json, sys
@@ -38,9 +37,9 @@ CHILD = textwrap.dedent("""
 
     cfg = parse_config({{
         "acquire": {{"collections": [{{"name": "x", "dataset": "x"}}]}},
-        "ingest": {{"sources": [{{"uri": {src!r}, "split": "train"}}], "download_workers": {workers},
-                   "max_bytes": 20_000_000, "max_decode_bytes": 100_000_000}},
+        "ingest": {{"sources": [{{"uri": {src!r}, "split": "train"}}], "max_bytes": 20_000_000, "max_decode_bytes": 100_000_000}},
         "tasks": {{"denoise": {{"patch_size": 32, "patches_per_image": 1}}}},
+        "data": {{"engine": "local"}},  # the decode in this process, where its memory is measured
     }})
     candidates = list_all.fn(cfg)
     out = Path({out!r}); out.mkdir()
@@ -61,7 +60,7 @@ def noise_folder(folder: Path, count: int) -> None:
 
 
 def peak(src: Path, out: Path) -> dict:
-    code = CHILD.format(root=str(ROOT), src=str(src), out=str(out), workers=WORKERS)
+    code = CHILD.format(root=str(ROOT), src=str(src), out=str(out))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])

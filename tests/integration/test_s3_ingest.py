@@ -56,8 +56,9 @@ def s3_objects() -> dict[str, bytes]:
     }
 
 
-@pytest.mark.parametrize("prefix", ["set", "set/"])
-def test_ingest_from_s3_and_local(prefix, tmp_path, s3_env, bucket, make_config, prefect_harness):
+# Ray's workers read the objects themselves (the driver only lists them); local: this process.
+@pytest.mark.parametrize(("prefix", "engine"), [("set", "ray"), ("set/", "local")])
+def test_ingest_from_s3_and_local(prefix, engine, tmp_path, s3_env, bucket, make_config, prefect_harness):
     s3 = s3_env.client()
     objects = s3_objects()
     for key, body in objects.items():
@@ -71,12 +72,16 @@ def test_ingest_from_s3_and_local(prefix, tmp_path, s3_env, bucket, make_config,
         {
             "ingest": {"sources": [{"uri": uri, "split": "train"}, {"uri": str(val), "split": "val"}]},
             "s3": {"endpoint_url": s3_env.endpoint_url},
+            "data": {"engine": engine},
         }
     )
     assert cfg.largest_patch == 128 and cfg.ingest.min_val_side == 64  # the sizes below rely on it
 
     paths = Paths(root=tmp_path / "project")
     counts = ingest_flow(cfg, paths=paths)
+    import ray
+
+    assert not ray.is_initialized()  # a Ray the flow started for itself is stopped with it
 
     assert counts == {"accepted": 5, "rejected": 6}
     s3uri = lambda key: f"s3://{bucket}/{key}"  # noqa: E731
@@ -205,7 +210,7 @@ def test_denied_and_vanished_objects_are_rejected_and_the_rest_ingested(tmp_path
     try:
         cfg = make_config({"ingest": {"sources": [{"uri": f"s3://{bucket}/set", "split": "train"}],
                                       "download_retries": 0, "max_bytes": 100_000},
-                           "s3": {"endpoint_url": proxy.endpoint_url}})
+                           "s3": {"endpoint_url": proxy.endpoint_url}, "data": {"engine": "ray"}})
         candidates = list_all.fn(cfg)
         assert [c.rel for c in candidates] == ["denied.png", "gone.png", "huge.png", "t1.png", "t2.png"]
         s3.delete_object(Bucket=bucket, Key="set/gone.png")  # listed, then gone before it is read

@@ -1,6 +1,7 @@
 """Shards read back with webdataset + a 2-worker DataLoader: pairs, sizes, coverage, determinism."""
 
 import json
+import tarfile
 import shutil
 from pathlib import Path
 
@@ -22,13 +23,14 @@ TRAIN = ["t1", "t2", "t3", "t5", "t6", "tt1"]
 VAL = ["baby", "bird", "butterfly", "head", "woman"]
 
 
-def make_cfg(root: Path, seed: int = 7, workers: int = 2) -> object:
+def make_cfg(root: Path, seed: int = 7, encoding: str = "raw") -> object:
     return parse_config({
         "seed": seed,
         "acquire": {"collections": [{"name": "x", "dataset": "x"}]},
         "ingest": {"sources": [{"uri": str(root / "raw" / "train"), "split": "train"},
                                {"uri": str(root / "raw" / "val"), "split": "val"}]},
-        "shard": {"max_samples": 4, "max_bytes": 2_000_000, "workers": workers},
+        "shard": {"max_samples": 4, "max_bytes": 2_000_000, "encoding": encoding},
+        "data": {"engine": "local"},  # Ray's own byte-for-byte check: test_data_engine.py
         "tasks": {
             "sr_x4": {"patch_size": 48, "patches_per_image": 3, "degradation": {"scale": 4}},
             "denoise": {"patch_size": 48, "patches_per_image": 2, "degradation": {"sigma": 25.0}},
@@ -85,10 +87,30 @@ def test_sr_pairs_read_back_exactly(ingested):
 def test_same_seed_same_bytes_other_seed_other_bytes(ingested, tmp_path):
     paths = Paths(ingested)
     first = shard_flow("sr_x4", make_cfg(ingested), paths)
-    again = shard_flow("sr_x4", make_cfg(ingested, workers=1), paths)  # serial gives the same bytes too
+    again = shard_flow("sr_x4", make_cfg(ingested), paths)  # a rerun gives the same bytes
     assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in first["shards"]]
     other = shard_flow("sr_x4", make_cfg(ingested, seed=8), paths)
     assert [s["sha256"] for s in other["shards"] if s["split"] == "train"] != [s["sha256"] for s in first["shards"] if s["split"] == "train"]
+
+
+def test_raw_and_png_encodings_hold_the_same_pixels(ingested):
+    """``shard.encoding`` changes the bytes on disk and how fast they read, never the pairs."""
+    paths = Paths(ingested)
+    raw_index = shard_flow("sr_x4", make_cfg(ingested), paths)
+    raw = read_all(shard_urls(paths.shards("sr_x4"), "train"))
+    tars = shard_urls(paths.shards("sr_x4"), "train")
+    assert raw_index["encoding"] == {"train": "raw", "val": "png"}
+    with tarfile.open(tars[0]) as tf:
+        assert {n.split(".", 1)[1] for n in tf.getnames()} == {"input.npy", "target.npy", "meta.json"}
+    png_index = shard_flow("sr_x4", make_cfg(ingested, encoding="png"), paths)
+    png = read_all(shard_urls(paths.shards("sr_x4"), "train"))
+    assert [s["key"] for s in png] == [s["key"] for s in raw]
+    for a, b in zip(raw, png):
+        assert np.array_equal(a["input"], b["input"]) and np.array_equal(a["target"], b["target"])
+        assert a["input"].dtype == np.uint8 and a["meta"] == b["meta"]
+    # Val samples are PNG either way: the same bytes.
+    assert [s["sha256"] for s in raw_index["shards"] if s["split"] == "val"] == \
+        [s["sha256"] for s in png_index["shards"] if s["split"] == "val"]
 
 
 def test_same_size_task_pairs(ingested):
@@ -119,7 +141,7 @@ def test_interrupted_run_keeps_the_old_shards_and_leaves_no_partial_file(ingeste
 
     monkeypatch.setattr(shard_mod, "make_samples", dies_midway)
     with pytest.raises(BaseException, match="simulated interruption"):
-        shard_flow("sr_x4", make_cfg(ingested, seed=99, workers=1), paths)
+        shard_flow("sr_x4", make_cfg(ingested, seed=99), paths)
     after = {p.name: p.read_bytes() for p in paths.shards("sr_x4").iterdir()}
     assert after == before
     leftovers = [p for p in paths.shards("sr_x4").parent.rglob("*") if p.name.startswith(".")]

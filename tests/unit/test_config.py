@@ -256,12 +256,12 @@ def test_a_nested_key_written_twice_is_refused_with_both_lines(tmp_path, raw, ex
 
 def test_merge_keys_and_aliases_still_load(tmp_path, raw):
     extra = ("profiles:\n  small: {evaluate: &small_eval {overlap: 8, sheet_images: 2}}\n"
-             "shard: {max_samples: 128, workers: 1}\n"
+             "shard: {max_samples: 128, encoding: png}\n"
              "s3:\n  <<: {region: eu-west-1, prefix: merged}\n  prefix: own\n"  # a key of its own overrides a merged one
              "evaluate:\n  <<: *small_eval\n  sheet_images: 3\n")
     path, _ = write_params(tmp_path, raw, extra, drop=("profiles", "shard", "s3", "evaluate"))
     cfg = load_config(path)
-    assert (cfg.shard.max_samples, cfg.shard.workers) == (128, 1)
+    assert (cfg.shard.max_samples, cfg.shard.encoding) == (128, "png")
     assert (cfg.s3.region, cfg.s3.prefix) == ("eu-west-1", "own")
     assert (cfg.evaluate.overlap, cfg.evaluate.sheet_images) == (8, 3)
     assert cfg.profiles["small"]["evaluate"] == {"overlap": 8, "sheet_images": 2}

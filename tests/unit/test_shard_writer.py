@@ -4,7 +4,7 @@ import tarfile
 
 import pytest
 
-from pipelines.shard import ShardWriter
+from training.shards import ShardWriter
 
 pytestmark = pytest.mark.unit
 
