@@ -100,12 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
         "ingest",
         help="decode, validate and de-duplicate the sources into data/manifest/",
         description="Run the Prefect ingest flow over ingest.sources (folders, globs, s3:// prefixes): "
-        "writes data/manifest/manifest.csv, rejects.csv and images/.",
+        "writes data/manifest/manifest.csv, rejects.csv and images/. Files are fetched and decoded by Ray tasks "
+        "(data.engine: a local Ray, or the cluster train.ray_address / $RAY_ADDRESS names; local: this process).",
     )
     shard = sub.add_parser(
         "shard",
         help="build WebDataset (input, target) shards for a task under data/shards/<task>/",
-        description="Run the Prefect shard flow for one task (or all tasks in params).",
+        description="Run the Prefect shard flow for one task (or all tasks in params); samples are made by Ray "
+        "tasks as for ingest (data.engine), with the same bytes wherever they run.",
     )
     which = shard.add_mutually_exclusive_group(required=True)
     which.add_argument("--task", help=TASK_HELP)
@@ -236,10 +238,12 @@ def run(args: argparse.Namespace, cfg) -> int:
 
         ingest_flow(cfg)
     elif args.command == "shard":
+        from pipelines.engine import data_engine
         from pipelines.shard import shard_flow
 
-        for name in cfg.task_names if args.all else [args.task]:
-            shard_flow(name, cfg)
+        with data_engine(cfg):  # one Ray for every task's flow (each joins it), not one each
+            for name in cfg.task_names if args.all else [args.task]:
+                shard_flow(name, cfg)
     elif args.command == "train":
         from pipelines.train import job_server, submit_job, train
 

@@ -38,6 +38,8 @@ from typing import Any
 
 import yaml
 
+from pipelines.env import QUIET_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "infra" / "compose" / "compose.yaml"
 ENV_EXAMPLE = COMPOSE.with_name(".env.example")
@@ -208,6 +210,9 @@ class Stack:
     def env(self, service: str) -> dict[str, str]:
         """The service's compose environment, rewritten for this host, over this process's own."""
         base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "RAY_", "AWS_"))}
+        # Every process of the stack with Ray's one auth mode (the client's, QUIET_ENV's): a token
+        # left in ~/.ray/auth_token by another Ray must not make the head want one the others lack.
+        base["RAY_AUTH_MODE"] = QUIET_ENV["RAY_AUTH_MODE"]
         base["PATH"] = f"{BIN}{os.pathsep}{base.get('PATH', '')}"
         declared = self.services[service].get("environment") or {}
         env = {**base, **{k: self.rewrite(str(v)) for k, v in declared.items()}}
