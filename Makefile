@@ -41,8 +41,9 @@ test-unit: install
 stack: install system   ## infra/compose's services as processes on 127.0.0.1, until Ctrl-C (PERCEPT_PROFILE=stack uses them)
 	$(BIN)/python -m pipelines.stack up
 
-bench: install          ## data, training, allocator and inference benchmarks (figures in the README)
+bench: install          ## data, scale, training, allocator and inference benchmarks (figures in the README)
 	$(BIN)/python benchmarks/data.py
+	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/infer.py

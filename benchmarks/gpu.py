@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "with --device cpu --profile '' the precision and memory-format ratios of the CPU default")
     p.add_argument("--loader-workers", type=int, default=max(1, (os.cpu_count() or 1) - 2),
                    help="loader processes for the stream figure (default: the host's cores less two: %(default)s)")
-    p.add_argument("--stream-seconds", type=float, default=5.0, help="timed streaming per task (default: %(default)s)")
+    p.add_argument("--stream-seconds", type=float, default=3.0, help="timed streaming per task (default: %(default)s)")
     p.add_argument("--out", type=Path, help="write results.json (and the tables) here")
     return p.parse_args(argv)
 

@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu.sh prepare     # here, with pip's index and ../shared: wheels + images into .gpu/
 #   bash benchmarks/gpu.sh run [args]  # there: install the wheels into /tmp/site, run the check
 #
-# `run` writes results.json and results.md into $OUT (or gpu-results/); extra args go to gpu.py.
+# `run` writes results.json, results.md and infer.txt into $OUT (or gpu-results/); extra args go to gpu.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GPU=.gpu
@@ -35,6 +35,10 @@ run() {
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   python3 benchmarks/gpu.py --datasets "$GPU/datasets" --weights "$GPU/weights" --out "${OUT:-gpu-results}" "$@"
+  # The style net at 1024², per path (compile left out: its autotuning alone may take minutes); the aim: < 2 ms.
+  timeout 90 python3 benchmarks/infer.py --device cuda --sizes 1024 --nets style --repeats 5 --no-tiling \
+    --paths eager,channels_last,bf16,bf16+channels_last \
+    | tee "${OUT:-gpu-results}/infer.txt" || echo "infer.py did not finish (exit $?)"
 }
 
 case "${1:-run}" in
