@@ -1,4 +1,4 @@
-"""Where the data half's per-item work runs: Ray Data (the default) or this one process.
+"""Where the data half's per-item work runs: Ray tasks (the default) or this one process.
 
 ``ingest`` and ``shard`` each have one CPU-bound function applied to many small items (a file to
 validate, an image to cut into samples). ``data_engine`` maps it in order:
@@ -91,8 +91,13 @@ def ray_map(fn: Callable[[Any], Any], items: Iterable[Any], items_per_task: int,
     if not items:
         return
     options: dict[str, Any] = {"num_cpus": 1}
-    if memory:
-        options["memory"] = memory  # a logical resource: Ray starts no more tasks than fit
+    if memory:  # a logical resource: Ray starts no more tasks at once than fit in a node's memory
+        largest = max((n["Resources"].get("memory", 0) for n in ray.nodes() if n["Alive"]), default=0)
+        if memory > largest:  # more than any node has: the tasks would wait forever
+            log.warning("a data task may use %d MB, more than the largest node's %d MB: asking for that instead",
+                        memory // 2**20, largest // 2**20)
+            memory = int(largest)
+        options["memory"] = memory
     remote = ray.remote(**options)(_apply_chunk)
     window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
     fn_ref = ray.put(fn)  # shipped once, not with every task
