@@ -3,7 +3,7 @@
 Kept free of Prefect and the rest of the orchestration so that Ray's workers start fast (they
 import this module, not the flow's). Train samples are encoded as ``ImageJob.encoding`` says:
 ``raw`` (``.npy`` uint8 H x W x 3 arrays, read back with a memcpy) or ``png`` (lossless, about
-half the size, a decode per read); val samples, whole images read once per evaluation, are PNG.
+a third smaller, a decode per read); val samples, whole images read once per evaluation, are PNG.
 """
 
 from __future__ import annotations
