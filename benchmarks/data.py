@@ -125,7 +125,7 @@ def build(cfg, folder: Path) -> dict:
     try:
         if started:  # one task per CPU first, so every worker has started and imported its modules
             with data_engine(cfg) as mapper:
-                list(mapper(_warm, [None] * 2 * (cfg.data.workers or os.cpu_count() or 1)))
+                list(mapper(_warm, [None] * 2 * (cfg.data.workers or os.cpu_count() or 1) * cfg.data.items_per_task))
         t1 = time.perf_counter()
         accepted, rejects = decode_all.fn(candidates, cfg, folder / "manifest" / "images")
         t2 = time.perf_counter()
@@ -148,7 +148,7 @@ def _warm(_):
     import pipelines.samples  # noqa: F401 - what the workers import first
     import pipelines.validate  # noqa: F401
 
-    time.sleep(0.2)  # long enough that every worker gets one
+    time.sleep(0.05)  # long enough that every worker gets a task
     return os.getpid()
 
 
