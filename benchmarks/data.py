@@ -111,9 +111,7 @@ def make_config(args: argparse.Namespace, datasets: Path, engine: str, workers: 
 
 def build(cfg, folder: Path) -> dict:
     """Ingest, then shard the train split, timing Ray's start apart from the work."""
-    import ray
-
-    from pipelines.engine import data_engine, init_ray
+    from pipelines.engine import data_engine, init_ray, stop_ray
     from pipelines.ingest import MANIFEST_FIELDS, decode_all, list_source, read_manifest, write_csv
     from pipelines.shard import image_jobs, index_for, write_split
 
@@ -138,7 +136,7 @@ def build(cfg, folder: Path) -> dict:
         (folder / "shards" / "index.json").write_text(json.dumps(index_for(TASK, cfg, shards, manifest)))
     finally:
         if started:
-            ray.shutdown()
+            stop_ray()
     return {"start_s": t1 - t0, "ingest_s": t2 - t1, "shard_s": t3 - t2, "files": len(candidates),
             "images": len(jobs), "samples": sum(s["samples"] for s in shards), "rejects": len(rejects),
             "digests": [s["sha256"] for s in shards], "shards": shards}

@@ -145,7 +145,7 @@ def run_size(args: argparse.Namespace, datasets: Path, work: Path) -> dict:
     import yaml
 
     from pipelines.config import parse_config
-    from pipelines.engine import data_engine, init_ray
+    from pipelines.engine import data_engine, init_ray, stop_ray
     from pipelines.ingest import MANIFEST_FIELDS, decode_all, list_source, read_manifest, write_csv
     from pipelines.shard import image_jobs, write_split
 
@@ -189,9 +189,7 @@ def run_size(args: argparse.Namespace, datasets: Path, work: Path) -> dict:
         figures["shard_mem"] = {"flow": _status("VmHWM") - base, "worker": mem.worker_max, "workers": mem.workers_sum}
     finally:
         if started:
-            import ray
-
-            ray.shutdown()
+            stop_ray()
     figures["accepted_train"] = sum(r.split == "train" for r in accepted)
     figures["rejects"] = [f"{r.source_uri} ({r.reason})" for r in rejects][:5]
     figures["samples"] = sum(s["samples"] for s in shards)

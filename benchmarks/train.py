@@ -501,7 +501,7 @@ def run_ray(cfg, root: Path, warmup: int, niceness: int | None = None) -> dict[s
 
     from pipelines import tracking
     from pipelines.paths import Paths
-    from pipelines.engine import init_ray
+    from pipelines.engine import init_ray, stop_ray
     from pipelines.train import train
 
     params = cfg.task(TASK)
@@ -509,25 +509,18 @@ def run_ray(cfg, root: Path, warmup: int, niceness: int | None = None) -> dict[s
     os.environ.pop("RAY_ADDRESS", None)  # a local Ray on this machine, as cfg.train.ray_address is null
     if niceness is not None:  # read by the raylet that init_ray starts
         os.environ["RAY_worker_niceness"] = str(niceness)
-    temp_dir, before = None, set(Path(tempfile.gettempdir()).glob("ray*"))
     with contextlib.redirect_stdout(sys.stderr):  # Ray's forwarded worker output and train()'s summary line
         t0 = time.perf_counter()
         try:
             init_ray(cfg)
             t1 = time.perf_counter()
-            with contextlib.suppress(Exception):
-                temp_dir = Path(ray._private.worker._global_node.get_temp_dir_path())
             wall_start = time.time()
             outcome = train(TASK, cfg, Paths(root))
             wall_end = time.time()
             t2 = time.perf_counter()
         finally:
-            ray.shutdown()
+            stop_ray()  # and its /tmp/rayXXXX folder
         t3 = time.perf_counter()
-    # The /tmp/rayXXXX folder init_ray made for this Ray (logs, sockets), and nothing else.
-    if temp_dir is not None and temp_dir.parent == Path(tempfile.gettempdir()) and temp_dir.name.startswith("ray") \
-            and temp_dir not in before:
-        shutil.rmtree(temp_dir, ignore_errors=True)
     client = tracking.client(cfg.mlflow, root)
     stamps = {m.step: m.timestamp / 1000 for m in client.get_metric_history(outcome.mlflow_run_id, "loss_total")}
     meter = {m.step: m.value for m in client.get_metric_history(outcome.mlflow_run_id, "samples_per_s")}

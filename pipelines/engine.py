@@ -24,6 +24,7 @@ import collections
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -46,8 +47,20 @@ def ray_address(cfg: Config) -> str | None:
     return address or None
 
 
+_local_temp_dirs: list[str] = []  # what local_temp_dir made in this process and stop_ray removes
+
+
+def local_temp_dir() -> str:
+    """A fresh /tmp/rayXXXX for a local Ray: short, as Ray's unix socket paths must stay under 107
+    bytes (the default under a long $TMPDIR can exceed it). ``stop_ray`` removes it."""
+    path = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    _local_temp_dirs.append(path)
+    return path
+
+
 def init_ray(cfg: Config, num_cpus: int | None = None) -> bool:
-    """Join the configured cluster or start a local Ray; True when this call started it."""
+    """Join the configured cluster or start a local Ray; True when this call connected (then the
+    caller ends it with ``stop_ray``), False when Ray was already up in this process."""
     import ray
 
     if ray.is_initialized():
@@ -57,10 +70,19 @@ def init_ray(cfg: Config, num_cpus: int | None = None) -> bool:
         ray.init(address=address, configure_logging=False)
     else:
         apply_local_ray_defaults()  # read by the raylet started below
-        # A short temp dir: Ray's unix socket paths must stay under 107 bytes.
-        ray.init(num_cpus=num_cpus, _temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"),
-                 configure_logging=False)
+        ray.init(num_cpus=num_cpus, _temp_dir=local_temp_dir(), configure_logging=False)
     return True
+
+
+def stop_ray() -> None:
+    """``ray.shutdown()``, then remove the temp folders of the local Rays this process started
+    (sockets, session logs, spilled objects: about 2 MB a run, left in /tmp by Ray otherwise; the
+    workers' logs were already forwarded to this process's stderr)."""
+    import ray
+
+    ray.shutdown()
+    while _local_temp_dirs:
+        shutil.rmtree(_local_temp_dirs.pop(), ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -69,14 +91,12 @@ def data_engine(cfg: Config) -> Iterator[OrderedMap]:
     if cfg.data.engine == "local":
         yield lambda fn, items, memory=None: map(fn, items)
         return
-    import ray
-
     started = init_ray(cfg, num_cpus=cfg.data.workers or None)
     try:
         yield lambda fn, items, memory=None: ray_map(fn, items, cfg.data.items_per_task, memory)
     finally:
         if started:
-            ray.shutdown()
+            stop_ray()
 
 
 def ray_map(fn: Callable[[Any], Any], items: Iterable[Any], items_per_task: int, memory: int | None) -> Iterator[Any]:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pipelines.config import Config
+from pipelines.engine import local_temp_dir, stop_ray
 from pipelines.env import apply_local_ray_defaults
 from pipelines.remote import configure_dvc_remote
 
@@ -48,12 +48,11 @@ def local_ray(cfg: Config) -> Iterator[dict[str, str]]:
     import ray
 
     apply_local_ray_defaults()  # read by the raylet and the Train controllers it will start
-    # A short temp dir: Ray's unix socket paths must stay under 107 bytes.
-    ray.init(_temp_dir=tempfile.mkdtemp(prefix="ray", dir="/tmp"), configure_logging=False)
+    ray.init(_temp_dir=local_temp_dir(), configure_logging=False)
     try:
         yield {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     finally:
-        ray.shutdown()
+        stop_ray()
 
 
 def repro(dvc_args: list[str], cfg: Config) -> int:

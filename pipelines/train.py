@@ -24,7 +24,7 @@ import torch
 
 from pipelines import tracking
 from pipelines.config import Config, parse_config
-from pipelines.engine import init_ray
+from pipelines.engine import init_ray, stop_ray
 from pipelines.fsutil import atomic_write_text, sha256_file, staging_dir
 from pipelines.paths import Paths
 from training.models import build_transform_net
@@ -137,9 +137,6 @@ def submit_job(task: str, cfg: Config, params_file: Path, root: Path = Path(".")
 
 
 def train(task: str, cfg: Config, paths: Paths = Paths()) -> TrainOutcome:
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
     params = cfg.task(task)
     index_path = paths.shards(task) / "index.json"
     if not index_path.is_file():
@@ -153,7 +150,19 @@ def train(task: str, cfg: Config, paths: Paths = Paths()) -> TrainOutcome:
                                          "train": cfg.train.model_dump(mode="json"), "seed": cfg.seed})
     log.info("training %s as run %s (MLflow run %s%s)", task, name, run_id, ", resumed" if resumed else "")
 
-    init_ray(cfg)
+    started = init_ray(cfg)
+    try:
+        return _fit(task, cfg, paths, name, run_id, exp_id, mlflow)
+    finally:
+        if started:
+            stop_ray()
+
+
+def _fit(task: str, cfg: Config, paths: Paths, name: str, run_id: str, exp_id: str, mlflow) -> TrainOutcome:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    root = paths.root.resolve()
     storage_path, filesystem = storage(cfg, root)
     trainer = TorchTrainer(
         train_loop_per_worker,

@@ -78,6 +78,22 @@ def test_a_local_ray_gives_the_same_bytes_as_one_process(raw, reference, tmp_pat
         ray.shutdown()
 
 
+def test_a_flow_own_local_ray_is_stopped_and_its_temp_folder_removed(raw):
+    import ray
+
+    from pipelines.engine import data_engine
+
+    if ray.is_initialized():
+        ray.shutdown()
+    before = set(Path("/tmp").glob("ray*"))
+    with data_engine(parse_config(params(raw, "ray"))) as mapper:
+        assert list(mapper(abs, [-3, 1, -2, 5, -7])) == [3, 1, 2, 5, 7]
+        made = set(Path("/tmp").glob("ray*")) - before
+        assert made, "the local Ray made no temp folder under /tmp"
+    assert not ray.is_initialized()
+    assert not [p for p in made if p.exists()], f"left behind: {sorted(made)}"
+
+
 def test_a_two_node_cluster_gives_the_same_bytes(raw, reference, tmp_path, ray_cluster, prefect_harness):
     import ray
 
