@@ -34,7 +34,7 @@ from training.shards import shard_urls
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 TRAINING_CODE = Path(__file__).resolve().parents[1] / "training"
-LOSS_KEYS = ["total", "pixel", "feature", "style", "tv", "ssim", "colour"]
+LOSS_KEYS = ["total", "pixel", "feature", "style", "tv", "ssim", "colour", "batch_colour"]
 
 
 @dataclass(frozen=True)

@@ -270,6 +270,15 @@ class ColorNetConfig(BaseModel):
     # dark and bright pixels at edges, where a wrong colour costs SSIM most. Off for files saved
     # before it existed.
     chroma_gamut: bool = False
+    # Add the image's mean encoder feature, through a small MLP, to every decoder position: a cue
+    # from the whole scene (Iizuka et al. 2016's global features), so one image's colours agree.
+    # Tiled inference pools it over the whole image, not per tile (training.tiling).
+    global_context: bool = False
+    # Radius (input pixels) of a guided filter (He et al. 2013) on the upsampled chroma with the
+    # luma as guide: colour edges follow the luma's edges instead of bilinear ramps over the
+    # decoder's 1/8 grid; ``guide_eps`` is its edge threshold (luma variance). 0: off.
+    chroma_guide: int = Field(0, ge=0, le=32)
+    guide_eps: float = Field(1e-3, gt=0)
     in_channels: Literal[1, 3] = 3
     out_channels: Literal[3] = 3
 
@@ -391,7 +400,9 @@ class ColorNet(HeadBodyTail):
     """``pool`` (1/downsample) - ``encoder`` (frozen feature network to relu3_1, 1/4 more) beside the
     luma unshuffled to the same grid - ``head`` - ``body`` + ``body_out`` with a long skip - ``tail``
     (Cb, Cr) - ``up`` (bilinear) - times 4 Y (1 - Y) with ``chroma_gamut`` - added to the luma.
-    ``tail`` is zero-initialised: the untrained net returns its gray input."""
+    ``tail`` is zero-initialised: the untrained net returns its gray input. Options: the image's mean
+    encoder feature added to the decoder (``global_context``), a guided filter on the chroma
+    (``chroma_guide``)."""
 
     def __init__(self, cfg: ColorNetConfig, scale: int) -> None:
         super().__init__()
@@ -409,6 +420,9 @@ class ColorNet(HeadBodyTail):
         self.body_out = nn.Conv2d(c, c, 3, padding=1)
         self.tail = nn.Conv2d(c, 2, 3, padding=1)
         self.up = nn.Upsample(scale_factor=f, mode="bilinear", align_corners=False)
+        if cfg.global_context:
+            self.image_mean = ImageMean()
+            self.context = nn.Sequential(nn.Linear(256, c), nn.ReLU(inplace=True), nn.Linear(c, c))
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
@@ -418,7 +432,8 @@ class ColorNet(HeadBodyTail):
 
         radius, step = walk_radius([self.pool, self.encoder])
         radius, _ = walk_radius([self.head, self.body, self.body_out, self.tail, self.up], radius, step)
-        return math.ceil(radius), self.factor
+        # the guided filter's output reads its box means' box means: twice its radius
+        return math.ceil(radius) + 2 * self.cfg.chroma_guide, self.factor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.cfg.in_channels:
@@ -432,10 +447,47 @@ class ColorNet(HeadBodyTail):
         with torch.no_grad():  # frozen: no gradient is needed below the decoder
             features = self.encoder(self.pool(padded).expand(-1, 3, -1, -1))["relu3_1"]
         z = self.head(torch.cat([features.to(padded.dtype), F.pixel_unshuffle(padded, f)], dim=1))
-        chroma = self.up(self.tail(self.body_out(self.body(z)) + z).float())[..., top : top + h, left : left + w]
+        if self.cfg.global_context:
+            z = z + self.context(self.image_mean(features.float())).to(z.dtype)[:, :, None, None]
+        chroma = self.up(self.tail(self.body_out(self.body(z)) + z).float())
+        if self.cfg.chroma_guide:  # on the padded grid, as tiles of it (training.tiling) see it
+            chroma = guided_filter(padded.float(), chroma, self.cfg.chroma_guide, self.cfg.guide_eps)
+        chroma = chroma[..., top : top + h, left : left + w]
         if self.cfg.chroma_gamut:
             chroma = chroma * (4 * luma * (1 - luma)).clamp_min(0)
         return _add_chroma(luma, chroma)
+
+
+class ImageMean(nn.Module):
+    """N x C x H x W -> N x C: the mean over the image. A layer of its own so that tiled inference
+    (training.tiling) can give every tile the whole image's mean, as it does InstanceNorm's."""
+
+    whole_image_mean = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3))
+
+
+def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """The mean over each (2 radius + 1)² window, edges replicated; from cumulative sums, so its
+    cost does not grow with the radius (float64 sums: a float32 cumsum over a 4,000 px row loses
+    the low digits that variances need)."""
+    k = 2 * radius + 1
+    c = F.pad(x, (radius + 1, radius, radius + 1, radius), mode="replicate").double().cumsum(-1)
+    c = (c[..., k:] - c[..., :-k]).cumsum(-2)
+    return ((c[..., k:, :] - c[..., :-k, :]) / (k * k)).to(x.dtype)
+
+
+def guided_filter(guide: torch.Tensor, x: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
+    """He et al.'s guided filter: ``x`` (N x C x H x W) made locally linear in ``guide`` (N x 1 x H
+    x W, a constant: no gradient) over windows of ``radius``; where the guide is flat (variance <<
+    ``eps``) ``x`` is smoothed, at the guide's edges ``x`` takes them."""
+    with torch.no_grad():
+        mean_g = box_mean(guide, radius)
+        var_g = box_mean(guide * guide, radius) - mean_g * mean_g
+    mean_x = box_mean(x, radius)
+    a = (box_mean(guide * x, radius) - mean_g * mean_x) / (var_g + eps)
+    return box_mean(a, radius) * guide + box_mean(mean_x - a * mean_g, radius)
 
 
 def init_encoder(model: nn.Module, feature_net: nn.Module) -> bool:

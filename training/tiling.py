@@ -18,7 +18,8 @@ Two more things make the tiles exact:
   prefix up to each layer: about 6 extra forward passes for the default style net (15 layers,
   most of the compute in the residual blocks); with the overlap, a 1024² style image in 512 px
   tiles took 7.8x its whole-image time (benchmarks/infer.py), paid only by images larger than a tile.
-  Batch norm in eval mode uses fixed running statistics and needs none of this.
+  Batch norm in eval mode uses fixed running statistics and needs none of this. An image mean
+  (colornet's ``global_context``) is gathered the same way: every tile gets the whole image's.
 """
 
 from __future__ import annotations
@@ -115,10 +116,11 @@ def receptive_radius(model: nn.Module) -> int:
     return math.ceil(radius)
 
 
-def instance_norms(model: nn.Module) -> list[nn.InstanceNorm2d]:
-    """The InstanceNorm layers that normalise with per-image statistics (not running ones)."""
-    return [m for m in model.modules() if isinstance(m, nn.InstanceNorm2d)
-            and not (m.track_running_stats and not m.training)]
+def instance_norms(model: nn.Module) -> list[nn.Module]:
+    """The layers that need whole-image statistics: InstanceNorm layers that normalise with
+    per-image ones (not running ones), and image means (``whole_image_mean``, colornet's context)."""
+    return [m for m in model.modules() if getattr(m, "whole_image_mean", False) or (
+        isinstance(m, nn.InstanceNorm2d) and not (m.track_running_stats and not m.training))]
 
 
 class _Stats:
@@ -145,11 +147,12 @@ class _StopForward(Exception):
 
 
 class WholeImageNorm:
-    """Replaces the forward of each InstanceNorm layer. A layer with ``frozen`` statistics
-    normalises with them; the first layer without them (in call order) sums the kept regions of
-    its input into ``gathered`` and stops the forward pass. Each layer must run once per pass."""
+    """Replaces the forward of each InstanceNorm layer (and image mean). A layer with ``frozen``
+    statistics normalises with them (an image mean returns them); the first layer without them (in
+    call order) sums the kept regions of its input into ``gathered`` and stops the forward pass.
+    Each layer must run once per pass."""
 
-    def __init__(self, norms: list[nn.InstanceNorm2d]) -> None:
+    def __init__(self, norms: list[nn.Module]) -> None:
         self.norms = norms
         self.frozen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.gathered: tuple[int, _Stats] | None = None
@@ -166,11 +169,13 @@ class WholeImageNorm:
             for m in self.norms:
                 del m.forward
 
-    def _forward(self, i: int, m: nn.InstanceNorm2d) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _forward(self, i: int, m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         def forward(x: torch.Tensor) -> torch.Tensor:
             if i not in self.frozen:
                 self._gather(i, x)
                 raise _StopForward
+            if getattr(m, "whole_image_mean", False):  # N x C: the whole image's mean for every tile
+                return self.frozen[i][0].to(x.dtype)[None].expand(x.shape[0], -1)
             mean, var = (t.to(x.dtype)[None, :, None, None] for t in self.frozen[i])
             y = (x - mean) * torch.rsqrt(var + m.eps)
             return y * m.weight[None, :, None, None] + m.bias[None, :, None, None] if m.affine else y

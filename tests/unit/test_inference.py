@@ -191,6 +191,39 @@ def test_without_whole_image_statistics_the_tiles_would_show():
     assert max_diff(whole, to_image(naive)) > 8
 
 
+class _ShiftByImageMean(nn.Module):
+    """conv, then every pixel shifted by the image's mean of it (colornet's global context, small)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from training.models import ImageMean
+
+        self.conv, self.image_mean = nn.Conv2d(3, 3, 3, padding=1), ImageMean()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.conv(x)
+        return x + 0.5 * (z - self.image_mean(z)[:, :, None, None])
+
+    def receptive_field(self) -> tuple[int, int]:
+        return 1, 1
+
+
+def test_an_image_mean_is_the_whole_image_s_in_every_tile():
+    torch.manual_seed(0)
+    model = _ShiftByImageMean().eval()
+    image = smooth_image(70, 93)
+    image[:, :40] //= 4  # a dark left side: each tile's own mean is far from the image's
+    x = to_tensor(image, 3)
+    with torch.no_grad():
+        whole = model(x)
+        tiled, passes = tiled_forward(model, model, x, 1, tile=32, overlap=4)
+        assert passes == 2  # one sweep for the mean, then the output pass
+        torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
+        model.image_mean.whole_image_mean = False  # each tile its own mean: the tiles show
+        naive, _ = tiled_forward(model, model, x, 1, tile=32, overlap=4)
+        assert (naive - whole).abs().max() > 0.02
+
+
 def test_restoration_net_with_global_skip_and_an_instance_norm_sr_net_tile_exactly():
     image = smooth_image(45, 61)
     for model, scale, tile in ((style_net(global_skip=True), 1, 64),

@@ -11,6 +11,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from training.losses import (
+    as_one_image,
     colourfulness,
     ssim,
     LossConfig,
@@ -267,6 +268,28 @@ def test_ssim_and_colourfulness_parts_pull_the_way_they_should():
     assert gray.grad.abs().sum() > 0
     with pytest.raises(ValidationError, match="all loss weights are 0"):
         LossConfig(feature_weight=0, ssim_weight=0, colourfulness_weight=0)
+
+
+def test_batch_colourfulness_sees_the_spread_between_patches_that_the_per_patch_term_misses():
+    from training import metrics
+
+    # Two flat patches, one red and one blue: each alone has no spread, the pair has plenty.
+    red, blue = torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)
+    red[:, 0], blue[:, 2] = 0.8, 0.8
+    target = torch.cat([red, blue])
+    whole = np.concatenate([np.full((8, 8, 3), (204, 0, 0), np.uint8), np.full((8, 8, 3), (0, 0, 204), np.uint8)])
+    assert 255 * float(colourfulness(as_one_image(target))[0]) == pytest.approx(metrics.colourfulness(whole), rel=1e-4)
+    # Both patches one purple: each patch's colourfulness drops, the batch's drops far more.
+    purple = target.mean(0, keepdim=True).expand(2, -1, -1, -1).clone().requires_grad_(True)
+    per_patch = LossConfig(feature_weight=0, colourfulness_weight=1.0)
+    batch = LossConfig(feature_weight=0, batch_colourfulness_weight=1.0)
+    _, patch_parts = PerceptualLoss(per_patch, None)(purple, target)
+    total, batch_parts = PerceptualLoss(batch, None)(purple, target)
+    assert set(batch_parts) == {"batch_colour", "total"}
+    assert float(batch_parts["batch_colour"]) > 1.5 * float(patch_parts["colour"]) > 0
+    total.backward()
+    assert purple.grad.abs().sum() > 0
+    assert float(PerceptualLoss(batch, None)(target, target)[0]) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_pixel_only_steps_train_on_l1_alone_then_on_every_term(random_net):

@@ -22,6 +22,9 @@ CASES = {
     "sr_x4 resnet": (ResNetConfig(channels=8, residual_blocks=1), 4),
     # colorization: the VGG encoder (max-pooling, reflection pads) on a 1/2 grid, chroma upsampled
     "colorize colornet": (ColorNetConfig(channels=8, residual_blocks=1), 1),
+    # the default colorizer's options: an image mean, a guided filter from cumulative sums
+    "colorize colornet context guide": (ColorNetConfig(channels=8, residual_blocks=1, global_context=True,
+                                                       chroma_guide=4, chroma_gamut=True), 1),
 }
 
 

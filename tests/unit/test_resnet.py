@@ -191,15 +191,22 @@ def test_colornet_encoder_starts_as_the_feature_network():
         init_encoder(colornet(encoder="torchvision_vgg16"), feature_net)
 
 
-def test_colornet_tiles_match_the_whole_image_and_align_to_its_grid():
-    model = randomised(colornet(residual_blocks=2))
-    gray = np.random.default_rng(0).integers(0, 256, (150, 131), dtype=np.uint8)
+@pytest.mark.parametrize("options", [{}, {"global_context": True, "chroma_guide": 3}])
+def test_colornet_tiles_match_the_whole_image_and_align_to_its_grid(options):
+    model = randomised(colornet(residual_blocks=2, **options))
+    side = 300 if options else 150
+    gray = np.random.default_rng(0).integers(0, 256, (side, side - 19), dtype=np.uint8)
+    if options:  # darker to the left, flat at the top: every tile's own mean differs from the image's
+        gray = (gray * np.linspace(0.1, 1, side - 19)[None, :]).astype(np.uint8)
+        gray[: side // 3] = 128
     image = np.repeat(gray[..., None], 3, axis=2)
     whole = Engine(model, 1, 3, InferenceConfig(tile=None))(image)
-    engine = Engine(model, 1, 3, InferenceConfig(tile=200, batch=2))
+    engine = Engine(model, 1, 3, InferenceConfig(tile=256 if options else 200, batch=2))
     assert engine.align == 8 and engine.overlap >= receptive_radius(model) > 40
     tiled = engine(image)
     assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1
+    if options:  # the guided filter widens the radius by twice its own
+        assert receptive_radius(model) == receptive_radius(colornet(residual_blocks=2)) + 6
 
 
 def test_colornet_chroma_gamut_leaves_black_and_white_gray_and_colours_the_midtones():
@@ -214,3 +221,38 @@ def test_colornet_chroma_gamut_leaves_black_and_white_gray_and_colours_the_midto
     # mid-gray keeps its chroma whole; a quarter gray gets 4 * 0.25 * 0.75 = 0.75 of it
     torch.testing.assert_close(spread[16:24], free_spread[16:24], atol=1e-5, rtol=0)
     torch.testing.assert_close(spread[24:], 0.75 * free_spread[24:], atol=1e-5, rtol=0)
+
+
+def test_colornet_global_context_parameters_and_a_scene_wide_effect():
+    model = colornet(global_context=True)
+    context = 256 * 8 + 8 + 8 * 8 + 8  # Linear(256, c) - ReLU - Linear(c, c)
+    assert count_parameters(model) == count_parameters(colornet()) + context
+    randomised(model)
+    # A change far from a pixel reaches it through the image mean, and only through it.
+    far = receptive_radius(colornet()) + 16
+    gray = torch.rand(1, 3, far + 32, far + 32)
+    other = gray.clone()
+    other[..., far:, far:] = 1 - other[..., far:, far:]
+    near = lambda m, x: m(x)[..., :8, :8]
+    assert (near(model, gray) - near(model, other)).abs().max() > 1e-4
+    local = colornet()
+    local.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("context")})
+    torch.testing.assert_close(near(local, gray), near(local, other))
+
+
+def test_box_mean_and_the_guided_filter_take_the_guide_edges():
+    from training.models import box_mean, guided_filter
+
+    x = torch.rand(2, 2, 23, 31, dtype=torch.float64)
+    reference = F.avg_pool2d(F.pad(x, (3, 3, 3, 3), mode="replicate"), 7, stride=1)
+    torch.testing.assert_close(box_mean(x, 3), reference)
+    # A guide with a sharp edge between columns 15 and 16, and chroma that crosses it softly (as
+    # bilinear upsampling from a coarse grid does): the filtered chroma steps where the guide does.
+    guide = torch.zeros(1, 1, 32, 32)
+    guide[..., 16:] = 1.0
+    chroma = (torch.sigmoid((torch.arange(32) - 15.5) / 4) - 0.5).expand(1, 1, 32, 32).clone()
+    out = guided_filter(guide, chroma, 4, 1e-3)
+    step = lambda c: float(c[0, 0, 16, 16] - c[0, 0, 16, 15])
+    assert step(out) > 4 * step(chroma) > 0
+    flat = torch.full_like(guide, 0.5)  # no edges: the filter is a smoothing box
+    torch.testing.assert_close(guided_filter(flat, chroma, 4, 1e-3), box_mean(box_mean(chroma, 4), 4), atol=1e-5, rtol=0)
