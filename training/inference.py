@@ -22,7 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from training.models import ResNet, TransformNet, build_transform_net, parse_model_config
-from training.tiling import instance_norms, receptive_radius, tiled_forward
+from training.tiling import whole_image_layers, receptive_radius, tiled_forward
 
 
 def model_from_state(state: dict[str, Any]) -> TransformNet | ResNet:
@@ -213,14 +213,14 @@ class Engine:
                              f"receptive radius or more, in multiples of {self.align})")
         self.bf16 = cfg.bf16 and self.device.type == "cuda"
         self.compiled = torch.compile(self.model) if cfg.compile else None
-        # Tiles swap in whole-image instance-norm statistics by replacing the layers' forward,
-        # which a compiled graph would not see: instance-norm nets run their tiles eagerly.
-        self.has_instance_norm = bool(instance_norms(self.model))
+        # Tiles swap in whole-image statistics (instance norm, image means) by replacing the layers' forward,
+        # which a compiled graph would not see: such nets run their tiles eagerly.
+        self.has_whole_image_layers = bool(whole_image_layers(self.model))
         self.passes = 0  # forward passes over the tiles of the last tiled image (instance norm: >= 1)
 
     def forward(self, x: torch.Tensor, tiles: bool = False) -> torch.Tensor:
         """The network on an N x C x H x W float batch already on the device."""
-        net = self.compiled if self.compiled is not None and not (tiles and self.has_instance_norm) else self.model
+        net = self.compiled if self.compiled is not None and not (tiles and self.has_whole_image_layers) else self.model
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
             return net(x)
 

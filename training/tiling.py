@@ -116,7 +116,7 @@ def receptive_radius(model: nn.Module) -> int:
     return math.ceil(radius)
 
 
-def instance_norms(model: nn.Module) -> list[nn.Module]:
+def whole_image_layers(model: nn.Module) -> list[nn.Module]:
     """The layers that need whole-image statistics: InstanceNorm layers that normalise with
     per-image ones (not running ones), and image means (``whole_image_mean``, colornet's context)."""
     return [m for m in model.modules() if getattr(m, "whole_image_mean", False) or (
@@ -218,7 +218,7 @@ def tiled_forward(forward: Callable[[torch.Tensor], torch.Tensor], model: nn.Mod
     xp, top, left = pad_to_multiple(x, align)
     h, w = x.shape[-2:]
     tiles = tile_grid(xp.shape[-2], xp.shape[-1], tile, overlap, align)
-    state = WholeImageNorm(instance_norms(model))
+    state = WholeImageNorm(whole_image_layers(model))
     with state.installed():
         for _ in state.norms:
             _one_pass(forward, xp, tiles, scale, batch, state, None)
