@@ -231,8 +231,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from pipelines.pretrained import init_pretrained, task_loss
-    from training.loop import (checkpoint_state, make_optimizer, prefetch_to_device, restore_state, step_precision,
-                               to_model_input, train_step)
+    from training.loop import (WeightAverage, checkpoint_state, make_optimizer, prefetch_to_device, restore_state,
+                               step_precision, to_model_input, train_step)
     from training.shards import train_batches
 
     cfg = parse_config(config["params"])
@@ -254,13 +254,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(model)
     loss_fn = task_loss(params, cfg.feature_net, device=device)  # worker_params made its paths absolute
     optimizer, scheduler = make_optimizer(model, params.optim)
+    average = WeightAverage(model, params.optim.ema_decay) if params.optim.ema_decay > 0 else None
 
     start = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=True)
-        start = restore_state(state, model, optimizer, scheduler)
+        start = restore_state(state, model, optimizer, scheduler, average)
         if rank == 0:
             log.info("[%s] resuming from step %d", task, start)
 
@@ -285,6 +286,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             to_model_input(targets, 3, device, channels_last),
             params.optim.grad_clip, autocast, step=step,
         )
+        if average:
+            average.update(model)
         done = step + 1
         meter.tick()
         if done % cfg.train.log_every == 0 or done == steps:
@@ -299,7 +302,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 saved = None
                 if rank == 0:
                     extra = {"task": task, "scale": degradation.input_scale, "model_config": model_config.model_dump(mode="json")}
-                    torch.save(checkpoint_state(model, optimizer, scheduler, done, extra), Path(folder) / STATE_FILE)
+                    torch.save(checkpoint_state(model, optimizer, scheduler, done, extra, average), Path(folder) / STATE_FILE)
                     saved = ray.train.Checkpoint.from_directory(folder)
                 ray.train.report({"step": done, **{f"loss_{k}": v for k, v in result.losses.items()}}, checkpoint=saved)
 

@@ -28,6 +28,9 @@ class OptimConfig(BaseModel):
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float | None = Field(1.0, gt=0)
+    # An exponential moving average of the weights is saved in place of the last ones (BasicSR
+    # and traiNNer-redux use 0.999 over 100k+ steps); 0 turns it off. See WeightAverage.
+    ema_decay: float = Field(0.0, ge=0, lt=1)
 
 
 def lr_factor(step: int, cfg: OptimConfig) -> float:
@@ -84,6 +87,44 @@ def train_step(
     return StepResult(parts, grad_norm, lr)
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights (BasicSR's and traiNNer-redux's EMA),
+    saved and evaluated in place of the last step's weights: it smooths the noise of the last
+    steps' updates. The decay ramps as (1 + t) / (10 + t) up to ``decay``, so a short run is not
+    weighed down by its random start. Only trainable parameters are averaged (a frozen encoder
+    stays what it is); buffers are copied. Kept in fp32 on the model's device."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.updates = 0
+        self.averages = {name: p.detach().float().clone() for name, p in _bare(model).named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        params = dict(_bare(model).named_parameters())
+        names = list(self.averages)
+        torch._foreach_lerp_([self.averages[n] for n in names], [params[n].detach().float() for n in names], 1.0 - decay)
+
+    def averaged_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The model's state dict with the averaged weights in place of its trainable ones."""
+        state = _bare(model).state_dict()
+        return {k: (self.averages[k].to(v.dtype) if k in self.averages else v).detach().clone() for k, v in state.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"updates": self.updates, "averages": self.averages}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.updates = int(state["updates"])
+        for name, value in state["averages"].items():
+            self.averages[name].copy_(value)
+
+
+def _bare(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model  # unwrap DDP
+
+
 def bf16_native(device: torch.device) -> bool:
     """Whether bf16 autocast speeds training up on ``device``: CUDA with bf16 support, or a CPU whose
     oneDNN kernels have native bf16 (AVX512-BF16 or AMX). Elsewhere bf16 is emulated and slower
@@ -136,20 +177,29 @@ def prefetch_to_device(batches, device: torch.device):
         yield ready
 
 
-def checkpoint_state(model: nn.Module, optimizer, scheduler, step: int, extra: dict[str, Any]) -> dict[str, Any]:
-    bare = model.module if hasattr(model, "module") else model  # unwrap DDP
-    return {
-        "model": bare.state_dict(),
+def checkpoint_state(model: nn.Module, optimizer, scheduler, step: int, extra: dict[str, Any],
+                     average: WeightAverage | None = None) -> dict[str, Any]:
+    """What a checkpoint holds. ``model`` is the weights to use (the average when there is one);
+    ``last_model`` the last step's, which a resumed run continues from."""
+    state = {
+        "model": average.averaged_state(model) if average else _bare(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "step": step,
         **extra,
     }
+    if average:
+        state["last_model"] = _bare(model).state_dict()
+        state["average"] = average.state_dict()
+    return state
 
 
-def restore_state(state: dict[str, Any], model: nn.Module, optimizer, scheduler) -> int:
-    bare = model.module if hasattr(model, "module") else model
-    bare.load_state_dict(state["model"])
+def restore_state(state: dict[str, Any], model: nn.Module, optimizer, scheduler, average: WeightAverage | None = None) -> int:
+    _bare(model).load_state_dict(state.get("last_model", state["model"]))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if average and "average" in state:
+        average.load_state_dict(state["average"])
+    elif average:  # a checkpoint written without averaging: start the average from its weights
+        average.averages = {k: v.detach().float().clone() for k, v in _bare(model).named_parameters() if k in average.averages}
     return int(state["step"])

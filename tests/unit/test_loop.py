@@ -5,7 +5,8 @@ import copy
 import pytest
 import torch
 
-from training.loop import OptimConfig, checkpoint_state, lr_factor, make_optimizer, restore_state, to_model_input, train_step
+from training.loop import (OptimConfig, WeightAverage, checkpoint_state, lr_factor, make_optimizer, restore_state, to_model_input,
+                           train_step)
 from training.losses import LossConfig, PerceptualLoss
 from training.models import TransformNetConfig, build_transform_net
 
@@ -74,6 +75,61 @@ def test_restored_checkpoint_continues_exactly():
     for a, b in zip(model.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     assert opt2.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
+
+
+def test_weight_average_follows_the_recurrence_and_skips_frozen_weights():
+    model = tiny_sr()
+    frozen = next(model.parameters())
+    frozen.requires_grad_(False)
+    average = WeightAverage(model, decay=0.5)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    trained = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, p in trained.items():
+            if p.requires_grad:
+                p.add_(1.0)
+    average.update(model)  # first update: decay min(0.5, 2 / 11) = 2/11 of the old average kept
+    state = average.averaged_state(model)
+    name = next(n for n, p in trained.items() if p.requires_grad)
+    assert torch.allclose(state[name], start[name] + 9 / 11)
+    frozen_name = next(n for n, p in trained.items() if not p.requires_grad)
+    assert frozen_name not in average.averages and torch.equal(state[frozen_name], start[frozen_name])
+    gap = 2 / 11
+    for t in range(2, 22):  # the decay ramps (1 + t) / (10 + t) up to 0.5, then keeps it
+        average.update(model)
+        gap *= min(0.5, (1 + t) / (10 + t))
+    assert gap < 1e-5
+    assert torch.allclose(average.averaged_state(model)[name], start[name] + 1.0 - gap, atol=1e-6)
+
+
+def test_checkpoint_with_average_saves_the_average_and_resumes_from_the_last_weights():
+    x, y = batch()
+    loss_fn = PerceptualLoss(LossConfig(pixel_weight=1.0, feature_weight=0.0), None)
+    cfg = OptimConfig(steps=10, lr=1e-3, ema_decay=0.9)
+
+    def run(model, optimizer, scheduler, average, steps):
+        for _ in range(steps):
+            train_step(model, loss_fn, optimizer, scheduler, x, y, grad_clip=1.0)
+            average.update(model)
+
+    model = tiny_sr()
+    optimizer, scheduler = make_optimizer(model, cfg)
+    average = WeightAverage(model, cfg.ema_decay)
+    run(model, optimizer, scheduler, average, 3)
+    state = copy.deepcopy(checkpoint_state(model, optimizer, scheduler, 3, {}, average))
+    name = next(iter(average.averages))
+    assert not torch.equal(state["model"][name], state["last_model"][name])  # the average, not the last step
+    run(model, optimizer, scheduler, average, 2)
+
+    resumed = tiny_sr()
+    opt2, sched2 = make_optimizer(resumed, cfg)
+    average2 = WeightAverage(resumed, cfg.ema_decay)
+    assert restore_state(state, resumed, opt2, sched2, average2) == 3
+    run(resumed, opt2, sched2, average2, 2)
+    for a, b in zip(model.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    for k in average.averages:
+        assert torch.equal(average.averages[k], average2.averages[k])
 
 
 def test_model_input_conversion():
