@@ -132,7 +132,8 @@ def test_two_workers_train_log_once_and_write_the_model(tmp_path, sr_project, ra
 
     steps, log_every = 40, 2
     project = new_project(tmp_path, sr_project)
-    params = train_params(project, "smoke", tasks={TASK: {"optim": {"steps": steps}}}, train={"workers": 2, "log_every": log_every})
+    params = train_params(project, "smoke", tasks={TASK: {"optim": {"steps": steps, "ema_decay": 0.9}}},
+                          train={"workers": 2, "log_every": log_every})
     outcome = train(TASK, config(params), Paths(project))
     assert outcome.steps == steps
 
@@ -142,6 +143,19 @@ def test_two_workers_train_log_once_and_write_the_model(tmp_path, sr_project, ra
     assert run["steps"] == steps and run["mlflow_run_id"] == outcome.mlflow_run_id and run["run_name"] == outcome.run_name
     assert json.loads((model_dir / "config.json").read_text())["model"]["sr_channels"] == 8
     assert saved_model(project)["step"] == steps
+
+    # optim.ema_decay: the saved weights are the average of the DDP model's (loadable as a model),
+    # and the final checkpoint keeps the last step's beside it for a resumed run.
+    from pipelines.train import STATE_FILE
+    from training.inference import model_from_state
+
+    checkpoints = [torch.load(f, map_location="cpu", weights_only=True) for f in (project / "smoke" / "runs").rglob(STATE_FILE)]
+    final = max(checkpoints, key=lambda c: c["step"])
+    assert final["step"] == steps and final["average"]["updates"] == steps
+    model_from_state(saved_model(project))
+    averaged = saved_model(project)["model"]
+    assert averaged.keys() == final["last_model"].keys()
+    assert any(not torch.equal(v, averaged[k]) for k, v in final["last_model"].items())
 
     # One MLflow run for the whole training, finished. Rank 0 alone logs (the losses averaged over
     # the ranks): one entry per logged step; were both ranks logging, every step would have two.
