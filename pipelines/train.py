@@ -287,7 +287,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             params.optim.grad_clip, autocast, step=step,
         )
         if average:
-            average.update(model)
+            average.update()
         done = step + 1
         meter.tick()
         if done % cfg.train.log_every == 0 or done == steps:

@@ -22,7 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from training.models import ResNet, TransformNet, build_transform_net, parse_model_config
-from training.tiling import whole_image_layers, receptive_radius, tiled_forward
+from training.tiling import receptive_radius, tiled_forward, whole_image_layers
 
 
 def model_from_state(state: dict[str, Any]) -> TransformNet | ResNet:

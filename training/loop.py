@@ -97,15 +97,25 @@ class WeightAverage:
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
         self.updates = 0
-        self.averages = {name: p.detach().float().clone() for name, p in _bare(model).named_parameters() if p.requires_grad}
+        trained = [(name, p) for name, p in _bare(model).named_parameters() if p.requires_grad]
+        self.averages = {name: p.detach().float().clone() for name, p in trained}
+        # The same parameter tensors live through the whole run (the optimiser updates them in
+        # place), so the pairs are found once, not on every step.
+        self._pairs = ([self.averages[name] for name, _ in trained], [p for _, p in trained])
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self) -> None:
+        """One step of the average towards the current weights of the model it was made from."""
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        params = dict(_bare(model).named_parameters())
-        names = list(self.averages)
-        torch._foreach_lerp_([self.averages[n] for n in names], [params[n].detach().float() for n in names], 1.0 - decay)
+        averages, params = self._pairs
+        torch._foreach_lerp_(averages, [p.detach().float() for p in params], 1.0 - decay)
+
+    def restart_from(self, model: nn.Module) -> None:
+        """Start the average again from the model's current weights."""
+        for name, p in _bare(model).named_parameters():
+            if name in self.averages:
+                self.averages[name].copy_(p.detach())
 
     def averaged_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The model's state dict with the averaged weights in place of its trainable ones."""
@@ -201,5 +211,5 @@ def restore_state(state: dict[str, Any], model: nn.Module, optimizer, scheduler,
     if average and "average" in state:
         average.load_state_dict(state["average"])
     elif average:  # a checkpoint written without averaging: start the average from its weights
-        average.averages = {k: v.detach().float().clone() for k, v in _bare(model).named_parameters() if k in average.averages}
+        average.restart_from(model)
     return int(state["step"])

@@ -88,7 +88,7 @@ def test_weight_average_follows_the_recurrence_and_skips_frozen_weights():
         for name, p in trained.items():
             if p.requires_grad:
                 p.add_(1.0)
-    average.update(model)  # first update: decay min(0.5, 2 / 11) = 2/11 of the old average kept
+    average.update()  # first update: decay min(0.5, 2 / 11) = 2/11 of the old average kept
     state = average.averaged_state(model)
     name = next(n for n, p in trained.items() if p.requires_grad)
     assert torch.allclose(state[name], start[name] + 9 / 11)
@@ -96,7 +96,7 @@ def test_weight_average_follows_the_recurrence_and_skips_frozen_weights():
     assert frozen_name not in average.averages and torch.equal(state[frozen_name], start[frozen_name])
     gap = 2 / 11
     for t in range(2, 22):  # the decay ramps (1 + t) / (10 + t) up to 0.5, then keeps it
-        average.update(model)
+        average.update()
         gap *= min(0.5, (1 + t) / (10 + t))
     assert gap < 1e-5
     assert torch.allclose(average.averaged_state(model)[name], start[name] + 1.0 - gap, atol=1e-6)
@@ -110,7 +110,7 @@ def test_checkpoint_with_average_saves_the_average_and_resumes_from_the_last_wei
     def run(model, optimizer, scheduler, average, steps):
         for _ in range(steps):
             train_step(model, loss_fn, optimizer, scheduler, x, y, grad_clip=1.0)
-            average.update(model)
+            average.update()
 
     model = tiny_sr()
     optimizer, scheduler = make_optimizer(model, cfg)
@@ -130,6 +130,23 @@ def test_checkpoint_with_average_saves_the_average_and_resumes_from_the_last_wei
         assert torch.equal(a, b)
     for k in average.averages:
         assert torch.equal(average.averages[k], average2.averages[k])
+
+
+def test_an_averaged_run_resumed_from_a_plain_checkpoint_starts_its_average_there():
+    x, y = batch()
+    loss_fn = PerceptualLoss(LossConfig(pixel_weight=1.0, feature_weight=0.0), None)
+    model = tiny_sr()
+    optimizer, scheduler = make_optimizer(model, OptimConfig(steps=10))
+    for _ in range(3):
+        train_step(model, loss_fn, optimizer, scheduler, x, y, grad_clip=1.0)
+    state = copy.deepcopy(checkpoint_state(model, optimizer, scheduler, 3, {}))
+
+    resumed = tiny_sr()
+    opt2, sched2 = make_optimizer(resumed, OptimConfig(steps=10, ema_decay=0.9))
+    average = WeightAverage(resumed, 0.9)  # made from the fresh weights, before the restore
+    assert restore_state(state, resumed, opt2, sched2, average) == 3
+    for name, value in average.averaged_state(resumed).items():
+        assert torch.equal(value, state["model"][name])
 
 
 def test_model_input_conversion():
