@@ -297,6 +297,19 @@ class TaskParams(Strict):
         return self
 
 
+    @model_validator(mode="after")
+    def _chroma_bins_have_logits(self) -> TaskParams:
+        loss, model = self.loss, self.model  # type: ignore[attr-defined]
+        if loss.chroma_bin_weight > 0:
+            if getattr(model, "chroma_bins", 0) == 0:
+                raise ValueError("loss.chroma_bin_weight needs model.arch colornet with chroma_bins > 0")
+            grid = 4 * model.downsample  # the logits' cell: the patch must be whole cells
+            if self.patch_size % grid:
+                raise ValueError(f"patch_size ({self.patch_size}) must be a multiple of {grid} (the colornet's "
+                                 "chroma grid) for loss.chroma_bin_weight")
+        return self
+
+
 def _task_params_model(task: Task) -> type[TaskParams]:
     """A per-task model: each block is validated by the class the registry entry names, and
     each block's defaults are the registry entry's, so params.yaml need only hold what differs."""

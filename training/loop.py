@@ -75,7 +75,7 @@ def train_step(
     device_type = inputs.device.type
     with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
         output = model(inputs)
-        total, parts = loss_fn(output.float(), targets, step=step)
+        total, parts = loss_fn(output.float(), targets, step=step, chroma_logits=getattr(_bare(model), "chroma_logits", None))
     total.backward()
     if grad_clip is not None:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))

@@ -7,6 +7,7 @@ Pure compute: torch and pydantic only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Literal
 
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from torch import Tensor, nn
 
+from training.models import chroma_bin_centres, rgb_to_chroma
 from training.vgg import FeatureNet
 
 LayerName = Annotated[str, StringConstraints(pattern=r"^relu\d+_\d+$")]
@@ -112,6 +114,29 @@ def colourfulness(x: Tensor) -> Tensor:
     return spread + 0.3 * (rg.mean(1) ** 2 + yb.mean(1) ** 2 + 1e-8).sqrt()
 
 
+def chroma_bin_loss(logits: Tensor, target: Tensor, rebalance: float = 0.0) -> Tensor:
+    """Cross-entropy of chroma-bin logits (N x bins² x h x w: ``ColorNet`` with ``chroma_bins``)
+    against the target's (Cb, Cr) averaged over each logit's cell of the image (N x 3 x H x W, H
+    and W multiples of h and w) and soft-encoded onto the grid: a Gaussian one cell wide around
+    it, so neighbouring bins share its mass. ``rebalance``: see ``LossConfig.chroma_bin_rebalance``;
+    the weights come from this batch's own bin frequencies and average 1 over it."""
+    n, k, h, w = logits.shape
+    bins = math.isqrt(k)
+    if bins * bins != k or target.shape[-2] % h or target.shape[-1] % w or target.shape[-2] // h != target.shape[-1] // w:
+        raise ValueError(f"chroma logits {tuple(logits.shape)} do not tile the target {tuple(target.shape)}")
+    with torch.no_grad():
+        chroma = F.avg_pool2d(rgb_to_chroma(target.float()), target.shape[-1] // w)
+        centres = chroma_bin_centres(bins).to(chroma.device)
+        distance2 = ((chroma[:, :, None] - centres[None, :, :, None, None]) ** 2).sum(1)  # N x k x h x w
+        soft = torch.softmax(-distance2 * (bins * bins / 2), dim=1)  # sigma: one cell (1 / bins)
+    ce = -(soft * torch.log_softmax(logits.float(), dim=1)).sum(1)
+    if rebalance > 0:
+        freq = soft.mean((0, 2, 3))
+        weight = 1 / (rebalance * freq + (1 - rebalance) / k)
+        ce = ce * torch.einsum("nkhw,k->nhw", soft, weight / (freq * weight).sum())
+    return ce.mean()
+
+
 def as_one_image(x: Tensor) -> Tensor:
     """N x C x H x W -> 1 x C x (N H W) x 1: a batch's pixels as one image, for whole-batch statistics."""
     return x.transpose(0, 1).reshape(1, x.shape[1], -1, 1)
@@ -146,14 +171,20 @@ class LossConfig(BaseModel):
     # The first steps train on pixel L1 alone (weight 1, no feature network run): a PSNR-led start
     # that the other terms then sharpen, as SRGAN and ESRGAN pretrain. 0: every term from step 0.
     pixel_only_steps: int = Field(0, ge=0)
+    # Cross-entropy of a colornet's chroma-bin logits (model.chroma_bins > 0) against the target's
+    # chroma (Zhang et al. 2016), and its class rebalancing: 0 weighs every position alike; r > 0
+    # weighs a position by 1 / (r p + (1 - r) / bins²) of its colour's frequency p in the batch, so
+    # rare, saturated colours count against the common desaturated ones (their r: 0.5).
+    chroma_bin_weight: Weight = 0.0
+    chroma_bin_rebalance: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _something_to_optimise(self) -> LossConfig:
         weights = (self.feature_weight, self.style_weight, self.tv_weight, self.pixel_weight, self.ssim_weight,
-                   self.colourfulness_weight, self.batch_colourfulness_weight)
+                   self.colourfulness_weight, self.batch_colourfulness_weight, self.chroma_bin_weight)
         if not any(w > 0 for w in weights):
             raise ValueError("all loss weights are 0: set at least one of feature/style/tv/pixel/ssim/"
-                             "colourfulness/batch_colourfulness_weight > 0")
+                             "colourfulness/batch_colourfulness/chroma_bin_weight > 0")
         if self.style_layers is not None:
             if not self.style_layers:
                 raise ValueError("style_layers is empty: list layers, or leave it unset for all of them")
@@ -229,8 +260,10 @@ class PerceptualLoss(nn.Module):
     def style_grams(self) -> dict[str, Tensor]:
         return {layer: getattr(self, name) for layer, name in self._gram_names.items()}
 
-    def forward(self, output: Tensor, target: Tensor, step: int | None = None) -> tuple[Tensor, dict[str, float]]:
-        """``step``: the optimiser step, for ``pixel_only_steps`` (None: every term)."""
+    def forward(self, output: Tensor, target: Tensor, step: int | None = None,
+                chroma_logits: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+        """``step``: the optimiser step, for ``pixel_only_steps`` (None: every term);
+        ``chroma_logits``: the colornet's, for ``chroma_bin_weight``."""
         _same_shape(output, target)
         cfg = self.cfg
         if step is not None and step < cfg.pixel_only_steps:
@@ -257,6 +290,11 @@ class PerceptualLoss(nn.Module):
         if cfg.batch_colourfulness_weight > 0:
             parts["batch_colour"] = cfg.batch_colourfulness_weight * (
                 colourfulness(as_one_image(output)) - colourfulness(as_one_image(target))).abs().sum()
+        if cfg.chroma_bin_weight > 0:
+            if chroma_logits is None:
+                raise ValueError("loss.chroma_bin_weight needs a model that predicts chroma bins "
+                                 "(model.arch colornet with chroma_bins > 0)")
+            parts["chroma_bins"] = cfg.chroma_bin_weight * chroma_bin_loss(chroma_logits, target, cfg.chroma_bin_rebalance)
         total = torch.stack([p.float() for p in parts.values()]).sum()
         # One device sync for all the logged numbers instead of one per part.
         values = torch.stack([*(p.detach().float() for p in parts.values()), total.detach()]).tolist()

@@ -279,6 +279,13 @@ class ColorNetConfig(BaseModel):
     # decoder's 1/8 grid; ``guide_eps`` is its edge threshold (luma variance). 0: off.
     chroma_guide: int = Field(0, ge=0, le=32)
     guide_eps: float = Field(1e-3, gt=0)
+    # Predict chroma as a distribution over a chroma_bins x chroma_bins grid of (Cb, Cr) cells
+    # instead of regressing it (Zhang et al. 2016), trained by the loss's ``chroma_bin_weight``
+    # (cross-entropy); a regression averages an uncertain colour toward sepia, a distribution
+    # keeps its modes. Decoded as the annealed mean at ``temperature`` (1: the plain mean; lower:
+    # toward the mode, more colour). 0: regress Cb and Cr.
+    chroma_bins: int = Field(0, ge=0, le=64)
+    temperature: float = Field(1.0, gt=0)
     in_channels: Literal[1, 3] = 3
     out_channels: Literal[3] = 3
 
@@ -387,6 +394,20 @@ class ResNet(HeadBodyTail):
         return base + residual
 
 
+def chroma_bin_centres(bins: int) -> torch.Tensor:
+    """2 x bins²: the (Cb, Cr) centres of a bins x bins grid of equal cells over [-0.5, 0.5]², the
+    range of full-range BT.601 chroma; Cb varies slowest. Symmetric about 0, so a uniform
+    distribution (the zero-initialised tail's) decodes to gray."""
+    g = (torch.arange(bins, dtype=torch.float32) + 0.5) / bins - 0.5
+    return torch.stack(torch.meshgrid(g, g, indexing="ij")).reshape(2, -1)
+
+
+def rgb_to_chroma(x: torch.Tensor) -> torch.Tensor:
+    """N x 3 x H x W RGB -> N x 2 x H x W full-range BT.601 (Cb, Cr): the inverse of ``_add_chroma``."""
+    y = _luma(x)
+    return torch.cat([(x[:, 2:3] - y) / 1.772, (x[:, 0:1] - y) / 1.402], dim=1)
+
+
 def _luma(x: torch.Tensor) -> torch.Tensor:
     return x[:, :1] if x.shape[1] == 1 else sum(k * x[:, i : i + 1] for i, k in enumerate(_LUMA))
 
@@ -399,7 +420,8 @@ def _add_chroma(luma: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
 class ColorNet(HeadBodyTail):
     """``pool`` (1/downsample) - ``encoder`` (frozen feature network to relu3_1, 1/4 more) beside the
     luma unshuffled to the same grid - ``head`` - ``body`` + ``body_out`` with a long skip - ``tail``
-    (Cb, Cr) - ``up`` (bilinear) - times 4 Y (1 - Y) with ``chroma_gamut`` - added to the luma.
+    (Cb, Cr), or logits over a grid of (Cb, Cr) cells decoded to their annealed mean with
+    ``chroma_bins`` - ``up`` (bilinear) - times 4 Y (1 - Y) with ``chroma_gamut`` - added to the luma.
     ``tail`` is zero-initialised: the untrained net returns its gray input. Options: the image's mean
     encoder feature added to the decoder (``global_context``), a guided filter on the chroma
     (``chroma_guide``)."""
@@ -418,7 +440,10 @@ class ColorNet(HeadBodyTail):
         self.head = nn.Conv2d(256 + f * f, c, 3, padding=1)
         self.body = nn.Sequential(*(PlainResidualBlock(c) for _ in range(cfg.residual_blocks)))
         self.body_out = nn.Conv2d(c, c, 3, padding=1)
-        self.tail = nn.Conv2d(c, 2, 3, padding=1)
+        self.tail = nn.Conv2d(c, cfg.chroma_bins**2 if cfg.chroma_bins else 2, 3, padding=1)
+        if cfg.chroma_bins:  # a constant, rebuilt from the config: not saved
+            self.register_buffer("bin_centres", chroma_bin_centres(cfg.chroma_bins), persistent=False)
+        self.chroma_logits: torch.Tensor | None = None  # the last training forward's, for the loss
         self.up = nn.Upsample(scale_factor=f, mode="bilinear", align_corners=False)
         if cfg.global_context:
             self.image_mean = ImageMean()
@@ -449,7 +474,12 @@ class ColorNet(HeadBodyTail):
         z = self.head(torch.cat([features.to(padded.dtype), F.pixel_unshuffle(padded, f)], dim=1))
         if self.cfg.global_context:
             z = z + self.context(self.image_mean(features.float())).to(z.dtype)[:, :, None, None]
-        chroma = self.up(self.tail(self.body_out(self.body(z)) + z).float())
+        chroma = self.tail(self.body_out(self.body(z)) + z).float()
+        if self.cfg.chroma_bins:
+            self.chroma_logits = chroma if self.training else None
+            # the expected (Cb, Cr) under the softmax: a 1x1 convolution with the cell centres
+            chroma = F.conv2d(torch.softmax(chroma / self.cfg.temperature, dim=1), self.bin_centres[:, :, None, None])
+        chroma = self.up(chroma)
         if self.cfg.chroma_guide:  # on the padded grid, as tiles of it (training.tiling) see it
             chroma = guided_filter(padded.float(), chroma, self.cfg.chroma_guide, self.cfg.guide_eps)
         chroma = chroma[..., top : top + h, left : left + w]

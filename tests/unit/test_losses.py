@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 
 from training.losses import (
     as_one_image,
+    chroma_bin_loss,
     colourfulness,
     ssim,
     LossConfig,
@@ -301,3 +303,70 @@ def test_pixel_only_steps_train_on_l1_alone_then_on_every_term(random_net):
     _, late = loss(out, target, step=3)
     assert set(late) == {"feature", "pixel", "total"}
     assert late == loss(out, target)[1]  # no step: every term
+
+
+def _flat(rgb: tuple[float, float, float], n: int = 1, side: int = 16) -> torch.Tensor:
+    return torch.tensor(rgb).view(1, 3, 1, 1).expand(n, -1, side, side).clone()
+
+
+def test_chroma_bin_loss_is_least_at_the_targets_bins_and_trains_logits_to_its_colour():
+    from training.models import chroma_bin_centres, rgb_to_chroma
+
+    target = _flat((0.8, 0.3, 0.2))  # an orange: Cb -0.22, Cr 0.28
+    uniform = torch.zeros(1, 64, 2, 2)
+    assert float(chroma_bin_loss(uniform, target)) == pytest.approx(math.log(64), rel=1e-5)
+    with pytest.raises(ValueError, match="do not tile"):
+        chroma_bin_loss(torch.zeros(1, 64, 3, 2), target)
+    # gradient descent on the logits alone decodes to the target's chroma, within a cell
+    logits = torch.zeros(1, 64, 2, 2, requires_grad=True)
+    optimiser = torch.optim.Adam([logits], lr=0.1)
+    for _ in range(200):
+        optimiser.zero_grad()
+        loss = chroma_bin_loss(logits, target)
+        loss.backward()
+        optimiser.step()
+    assert float(loss.detach()) < 0.9 * math.log(64)
+    decoded = torch.einsum("nkhw,ck->nchw", torch.softmax(logits.detach(), 1), chroma_bin_centres(8))
+    want = rgb_to_chroma(target)[:, :, :2, :2]
+    assert (decoded - want).abs().max() < 1 / 8
+    # a logit map sharper at the target's own bin beats a uniform one
+    sharp = torch.zeros(1, 64, 2, 2)
+    nearest = ((chroma_bin_centres(8) - want[0, :, 0, 0, None]) ** 2).sum(0).argmin()
+    sharp[:, nearest] = 3.0
+    assert float(chroma_bin_loss(sharp, target)) < float(chroma_bin_loss(uniform, target))
+
+
+def test_chroma_bin_rebalancing_weighs_rare_colours_up_and_averages_one():
+    target = torch.cat([_flat((0.5, 0.5, 0.5), 9), _flat((0.9, 0.1, 0.1), 1)])  # nine gray images, one red
+    uniform = torch.zeros(10, 64, 2, 2)  # the same CE (log 64) everywhere: weights that average 1 keep it
+    assert float(chroma_bin_loss(uniform, target, 0.5)) == pytest.approx(math.log(64), rel=1e-5)
+    good = torch.zeros(10, 64, 2, 2)
+
+    def cost(image: int, r: float) -> float:  # what pushing one image's guess to a far cell costs
+        worse = good.clone()
+        worse[image, 0] = 5.0  # cell 0: Cb and Cr both -0.44, far from gray and from red
+        return float(chroma_bin_loss(worse, target, r) - chroma_bin_loss(good, target, r))
+
+    assert cost(9, 0.5) > 1.5 * cost(9, 0.0) > 0  # the rare red counts more with rebalancing
+    assert 0 < cost(0, 0.5) < cost(0, 0.0)  # one of the nine gray images counts less
+
+
+def test_chroma_bin_weight_needs_the_logits_and_trains_a_colornet(random_net):
+    from training.loop import OptimConfig, make_optimizer, train_step
+    from training.models import ColorNetConfig, build_transform_net
+
+    cfg = LossConfig(feature_weight=0, chroma_bin_weight=1.0, chroma_bin_rebalance=0.5)
+    loss = PerceptualLoss(cfg, None)
+    target = torch.rand(2, 3, 32, 32)
+    with pytest.raises(ValueError, match="chroma_bins > 0"):
+        loss(target, target)
+    torch.manual_seed(0)
+    model = build_transform_net(ColorNetConfig(channels=8, residual_blocks=1, chroma_bins=6), 1)
+    optimizer, scheduler = make_optimizer(model, OptimConfig(lr=1e-2, steps=20, warmup_steps=0))
+    gray = target.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    first = train_step(model, loss, optimizer, scheduler, gray, target, None).losses
+    for _ in range(19):
+        last = train_step(model, loss, optimizer, scheduler, gray, target, None).losses
+    assert set(first) == {"chroma_bins", "total"}
+    assert first["total"] == pytest.approx(math.log(36), rel=1e-4)  # zero tail: uniform over 6 x 6 bins
+    assert last["total"] < 0.9 * first["total"]

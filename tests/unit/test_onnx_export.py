@@ -25,6 +25,8 @@ CASES = {
     # the default colorizer's options: an image mean, a guided filter from cumulative sums
     "colorize colornet context guide": (ColorNetConfig(channels=8, residual_blocks=1, global_context=True,
                                                        chroma_guide=4, chroma_gamut=True), 1),
+    # chroma as a distribution over bins: a softmax and a 1x1 convolution with the cell centres
+    "colorize colornet chroma bins": (ColorNetConfig(channels=8, residual_blocks=1, chroma_bins=6, temperature=0.4), 1),
 }
 
 

@@ -3,6 +3,7 @@ hand-counted parameters, the untrained net returning its baseline exactly, chrom
 keeps the gray input's luma, tiles that match the whole image, and model configs by arch."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -146,7 +147,7 @@ def test_a_block_naming_another_arch_starts_from_that_networks_defaults():
 
 # --- colornet ------------------------------------------------------------------------------------
 
-from training.models import ColorNet, ColorNetConfig, init_encoder  # noqa: E402
+from training.models import ColorNet, ColorNetConfig, _add_chroma, init_encoder  # noqa: E402
 from training.vgg import FeatureNetConfig, load_feature_net  # noqa: E402
 
 
@@ -154,9 +155,10 @@ def colornet(**kw) -> ColorNet:
     return build_transform_net(ColorNetConfig(**{"channels": 8, "residual_blocks": 1, **kw}), 1)
 
 
-@pytest.mark.parametrize("in_ch,downsample,h,w", [(3, 2, 37, 50), (1, 2, 64, 64), (3, 1, 20, 13), (3, 4, 33, 70)])
-def test_colornet_shape_keeps_the_luma_and_starts_gray(in_ch, downsample, h, w):
-    model = colornet(in_channels=in_ch, downsample=downsample)
+@pytest.mark.parametrize("in_ch,downsample,h,w,bins", [(3, 2, 37, 50, 0), (1, 2, 64, 64, 0), (3, 1, 20, 13, 0),
+                                                       (3, 4, 33, 70, 0), (3, 2, 37, 50, 6)])
+def test_colornet_shape_keeps_the_luma_and_starts_gray(in_ch, downsample, h, w, bins):
+    model = colornet(in_channels=in_ch, downsample=downsample, chroma_bins=bins)
     gray = torch.rand(2, 1, h, w)
     y = model(gray.repeat(1, in_ch, 1, 1))
     assert y.shape == (2, 3, h, w)
@@ -191,7 +193,7 @@ def test_colornet_encoder_starts_as_the_feature_network():
         init_encoder(colornet(encoder="torchvision_vgg16"), feature_net)
 
 
-@pytest.mark.parametrize("options", [{}, {"global_context": True, "chroma_guide": 3}])
+@pytest.mark.parametrize("options", [{}, {"global_context": True, "chroma_guide": 3, "chroma_bins": 5, "temperature": 0.5}])
 def test_colornet_tiles_match_the_whole_image_and_align_to_its_grid(options):
     model = randomised(colornet(residual_blocks=2, **options))
     side = 300 if options else 150
@@ -256,3 +258,33 @@ def test_box_mean_and_the_guided_filter_take_the_guide_edges():
     assert step(out) > 4 * step(chroma) > 0
     flat = torch.full_like(guide, 0.5)  # no edges: the filter is a smoothing box
     torch.testing.assert_close(guided_filter(flat, chroma, 4, 1e-3), box_mean(box_mean(chroma, 4), 4), atol=1e-5, rtol=0)
+
+
+def test_chroma_bins_decode_to_their_annealed_mean_and_keep_the_logits_for_training():
+    from training.models import chroma_bin_centres, rgb_to_chroma
+
+    centres = chroma_bin_centres(4)
+    assert centres.shape == (2, 16) and centres.min() == -0.375 and centres.max() == 0.375
+    assert torch.equal(centres.sum(1), torch.zeros(2))  # symmetric: a uniform guess is gray
+    rgb = torch.rand(2, 3, 8, 8)
+    luma = 0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:]
+    torch.testing.assert_close(_add_chroma(luma, rgb_to_chroma(rgb)), rgb)  # the exact inverse
+
+    model = colornet(chroma_bins=4, temperature=0.5)
+    randomised(model)
+    gray = torch.rand(1, 3, 32, 32).mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    with torch.no_grad():  # a logit map that is 2 for one cell everywhere and 0 elsewhere
+        model.tail.weight.zero_()
+        model.tail.bias.zero_()
+        model.tail.bias[13] = 2.0  # cell (3, 1): Cb 0.375, Cr -0.125
+    model.train()
+    y = model(gray)
+    assert model.chroma_logits.shape == (1, 16, 4, 4)
+    chroma = rgb_to_chroma(y)
+    # softmax(logits / 0.5): e^4 on that cell against 1 on each of the 15 others, whose centres
+    # sum to minus its own
+    p = math.exp(4) / (math.exp(4) + 15)
+    torch.testing.assert_close(chroma[0, :, 0, 0], (p - (1 - p) / 15) * centres[:, 13], atol=1e-5, rtol=0)
+    model.eval()
+    model(gray)
+    assert model.chroma_logits is None  # nothing kept outside training
