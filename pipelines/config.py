@@ -296,7 +296,6 @@ class TaskParams(Strict):
             raise ValueError(f"patch_size ({self.patch_size}) must be a positive multiple of the scale ({scale})")
         return self
 
-
     @model_validator(mode="after")
     def _chroma_bins_have_logits(self) -> TaskParams:
         loss, model = self.loss, self.model  # type: ignore[attr-defined]
