@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from pipelines import s3 as s3lib
 from pipelines.config import Collection, Config, RemoteFile
+from pipelines.errors import UserError
 from pipelines.fsutil import CHUNK, sha256_file, staging_dir
 from pipelines.paths import DATASETS_ENV, WEIGHTS_ENV, Paths
 
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz")
 
 
-class AcquireError(RuntimeError):
+class AcquireError(UserError, RuntimeError):
     """A source is missing, unreachable or does not match its checksum."""
 
 

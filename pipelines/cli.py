@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pipelines.config import DEFAULT_PARAMS, ConfigError, load_config
 from pipelines.env import apply_quiet_defaults, keep_freed_memory
+from pipelines.errors import one_line_user_errors
 from pipelines.paths import DATASETS_ENV
 
 apply_quiet_defaults()  # before the libraries are imported by the verbs
@@ -211,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("httpx", "httpcore"):  # one INFO line per Prefect API call otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    one_line_user_errors()  # a flow failing on bad input logs its message, not Prefect's traceback
     try:
         cfg = load_config(args.params)
         return run(args, cfg)

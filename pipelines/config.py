@@ -22,6 +22,7 @@ import yaml
 from pydantic_core import PydanticCustomError
 from pydantic import AfterValidator, BaseModel, BeforeValidator, SerializeAsAny, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from pipelines.errors import UserError
 from training.degradations import Degradation
 from training.inference import InferenceConfig
 from training.loop import OptimConfig
@@ -46,7 +47,7 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """params.yaml is missing, malformed or holds an impossible value. The message is bounded
     (MESSAGE_LIMIT), whatever value or path it quotes."""
 

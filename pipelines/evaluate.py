@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from pipelines.config import Config
+from pipelines.errors import UserError
 from pipelines.fsutil import atomic_write_bytes, atomic_write_text, sha256_file
 from training.images import DecodeLimits, decode_image, encode_png, failure_reason, read_file
 from pipelines.predictors import Predictor, baseline
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(UserError, RuntimeError):
     """A set with no image that could be read, or a model that failed on one: named, in one line."""
 
 

@@ -32,6 +32,7 @@ from pipelines import s3 as s3lib
 from pipelines.config import Config, Source
 from pipelines.fsutil import staging_dir
 from pipelines.engine import data_engine
+from pipelines.errors import UserError
 from pipelines.paths import Paths
 from pipelines.validate import Accepted, Candidate, Validator
 from training.images import DecodeLimits, Rejected, RejectReason
@@ -235,7 +236,7 @@ def read_manifest(path: Path) -> list[ManifestRow]:
         ]
 
 
-class NothingUsable(ValueError):
+class NothingUsable(UserError, ValueError):
     """Every image of a split that the sources name was rejected."""
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from pipelines.errors import UserError
 from training.imresize import imresize_uint8
 from training.inference import Engine, InferenceConfig, ModelFileError, load_model_file
 from torch import nn
@@ -26,7 +27,7 @@ BASELINES = ("bicubic", "identity")
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
 
-class ModelSpecError(ValueError):
+class ModelSpecError(UserError, ValueError):
     """``--model`` names nothing loadable, or a model of another task."""
 
 

@@ -67,6 +67,8 @@ def test_ingest_with_nothing_left_to_train_on_exits_1_saying_why(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out = percept("ingest", cwd=tmp_path)
     assert out.returncode == 1
+    assert "Traceback" not in out.stderr, out.stderr  # the reason in one line, not Prefect's frames
+    assert "Encountered exception during execution: NothingUsable" in out.stderr  # Prefect's run log still says it
     last = out.stderr.strip().splitlines()
     line = next(x for x in last if x.startswith("percept ingest: error:"))
     assert "no train image left: all 2 train files from train were rejected (1 format_not_allowed, 1 too_small)" in line
