@@ -16,6 +16,9 @@ QUIET_ENV = {
     # A Prefect server whose database restarts answers 500 until it is back: retry those too
     # (5 times, backing off to 30 s: about a minute), as the MLflow client already does.
     "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500",
+    # The temporary server a stage starts waits 20 s for its API by default: on 2 busy cores (a
+    # test suite or an install beside it) that ran out once and failed `make run` at its start.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 
 
