@@ -144,10 +144,20 @@ DEPLOYMENT = "percept-weekly"
 SCHEDULE_SLUG = "percept-retrain-cron"
 
 
+# A run that falls due while a retrain is still going is cancelled, not queued: the next one
+# sees whatever data arrived meanwhile, and a slow retrain never builds a backlog behind it.
+# prefect.yaml sets the same (a test compares them).
+RUN_LIMIT = {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+
+
 def serve(cfg, params: str) -> None:
     """Serve the retrain flow with its cron schedule in this process (single machine)."""
+    from prefect import serve as serve_deployments
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
     from prefect.schedules import Cron
 
     schedule = Cron(cfg.retrain.cron, timezone=cfg.retrain.timezone, slug=SCHEDULE_SLUG, active=True)
-    retrain_flow.serve(name=DEPLOYMENT, schedules=[schedule], parameters={"params": str(Path(params).resolve()),
-                                                                          "push": cfg.retrain.push})
+    deployment = retrain_flow.to_deployment(  # Flow.serve takes no concurrency limit; to_deployment does
+        name=DEPLOYMENT, schedules=[schedule], concurrency_limit=ConcurrencyLimitConfig(**RUN_LIMIT),
+        parameters={"params": str(Path(params).resolve()), "push": cfg.retrain.push})
+    serve_deployments(deployment)

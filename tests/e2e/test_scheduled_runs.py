@@ -3,7 +3,8 @@ scheduler on; the test harness runs none) creates the runs, and they complete.
 
 `percept schedule`, with a test-only cron due every minute in the project's params.yaml: the
 scheduler creates the runs and the served deployment executes them. The first retrains (its data
-is new to the registry: version 1), the next finds the data unchanged ("nothing to do").
+is new to the registry: version 1), the next finds the data unchanged ("nothing to do"); then a new
+image lands in a source folder and a later scheduled run retrains on it (version 2).
 The production path of prefect.yaml (work pool, `prefect deploy --all`, a worker, `prefect
 deployment run`) runs in tests/e2e/test_stack.py, on the production stack.
 """
@@ -11,6 +12,7 @@ deployment run`) runs in tests/e2e/test_stack.py, on the production stack.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -56,17 +58,22 @@ def prefect_api(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, prefect_api):
-    """A tiny project (sr_x4 only), retrained every minute."""
+    """A tiny project (sr_x4 only), retrained every minute; images dropped into ``incoming/`` are
+    train data from the next run on."""
     base = tmp_path_factory.mktemp("scheduled")
     repo = copy_project(base / "percept")
+    incoming = base / "incoming"
+    incoming.mkdir()
+    shutil.copyfile(SHARED / "datasets" / "T91" / "HR" / "t6.png", incoming / "t6.png")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["acquire"]["collections"] = [{"name": "T91", "dataset": "T91"}, {"name": "Set5", "dataset": "Set5"}]
-    params["ingest"]["sources"] = [{"uri": "data/raw/T91", "split": "train"},
+    params["ingest"]["sources"] = [{"uri": "data/raw/T91", "split": "train"}, {"uri": str(incoming), "split": "train"},
                                    {"uri": "data/raw/Set5", "split": "val"}]
     params["tasks"] = {"sr_x4": {"patch_size": 32, "patches_per_image": 2, "degradation": {"scale": 4},
                                  "model": {"channels": 8, "residual_blocks": 1},
                                  "optim": {"steps": 4, "batch_size": 2, "warmup_steps": 0}}}
     params["train"].update(tasks=["sr_x4"], cpus_per_worker=1, checkpoint_every=2, log_every=2, loader_workers=0)
+    params["data"]["engine"] = "local"  # four images: a Ray per data stage would cost more than it saves
     params["evaluate"]["sets"] = {"Set5": "data/raw/Set5"}
     params["retrain"]["cron"] = "* * * * *"  # test only: due within a minute
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -75,7 +82,7 @@ def project(tmp_path_factory, prefect_api):
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
-    return repo, env
+    return repo, incoming, env
 
 
 def api(url: str):
@@ -98,7 +105,8 @@ def api(url: str):
 
 def finished_runs(url: str) -> list[tuple[object, str | None]]:
     """The deployment's flow runs in a final state (oldest first), each with its retrain
-    artifact's first line ("# Retrain: retrained" or "# Retrain: nothing to do")."""
+    artifact's first line ("# Retrain: retrained" or "# Retrain: nothing to do"). Runs that fell
+    due during another retrain are left out: the deployment's limit cancels them (CANCEL_NEW)."""
     from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey,
                                                 DeploymentFilter, DeploymentFilterName)
 
@@ -106,7 +114,7 @@ def finished_runs(url: str) -> list[tuple[object, str | None]]:
         runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["percept-weekly"])))
         done = []
         for run in sorted(runs, key=lambda r: r.expected_start_time):
-            if not (run.state and run.state.is_final()):
+            if not (run.state and run.state.is_final()) or run.state.is_cancelled():
                 continue
             found = client.read_artifacts(artifact_filter=ArtifactFilter(
                 key=ArtifactFilterKey(any_=["retrain"]), flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
@@ -114,11 +122,12 @@ def finished_runs(url: str) -> list[tuple[object, str | None]]:
     return done
 
 
-def wait_for_runs(url: str, count: int, timeout: float, process: Process):
+def wait_for_runs(url: str, count: int, timeout: float, process: Process, until=None):
+    """The finished runs once there are ``count`` (or once ``until(runs)`` holds)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         done = finished_runs(url)
-        if len(done) >= count:
+        if (until(done) if until else len(done) >= count):
             return done
         if not process.alive():
             break
@@ -134,17 +143,26 @@ def registered_versions(repo: Path) -> list[int]:
 
 
 def test_percept_schedule_runs_fire_and_complete(project, prefect_api, tmp_path):
-    repo, env = project
+    repo, incoming, env = project
     schedule = Process("schedule", [str(BIN / "percept"), "--params", "params.yaml", "schedule"], env,
                        tmp_path / "schedule.log", cwd=repo).start()
     try:
         # Created by the server's scheduler (nobody asks for a run) and executed by the served flow.
         first, second = wait_for_runs(prefect_api, 2, timeout=330, process=schedule)[:2]
+        assert first[1] == "# Retrain: retrained" and second[1] == "# Retrain: nothing to do", (first[1], second[1])
+        assert registered_versions(repo) == [1]
+        # A new image lands; a later scheduled run sees it. (The run after the second may already
+        # have read the folder before the copy, so wait for the first retrain after it.)
+        shutil.copyfile(SHARED / "datasets" / "T91" / "HR" / "t7.png", incoming / "t7.png")
+        done = wait_for_runs(prefect_api, 3, timeout=240, process=schedule,
+                             until=lambda runs: any(note == "# Retrain: retrained" for _, note in runs[2:]))
     finally:
         schedule.stop(signal.SIGINT)
-    for run, _ in (first, second):
+    later = done[2:]
+    retrained = next(run for run, note in later if note == "# Retrain: retrained")
+    for run, _ in (first, second, *later):
         assert run.state.is_completed(), run.state
         assert run.auto_scheduled  # made by the scheduler from the cron, not by hand
-    assert first[1] == "# Retrain: retrained" and second[1] == "# Retrain: nothing to do", (first[1], second[1])
     assert (second[0].expected_start_time - first[0].expected_start_time).total_seconds() >= 60
-    assert registered_versions(repo) == [1]
+    assert all(note == "# Retrain: nothing to do" for run, note in later if run.expected_start_time < retrained.expected_start_time)
+    assert registered_versions(repo) == [1, 2]  # the new image's retrain registered a new version

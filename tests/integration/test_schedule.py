@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.retrain import RUN_LIMIT
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +28,7 @@ def test_prefect_yaml_deploys_the_retrain_flow_on_the_params_schedule():
     (schedule,) = deployment["schedules"]
     assert schedule["cron"] == params["retrain"]["cron"] and schedule["timezone"] == params["retrain"]["timezone"]
     assert schedule["slug"] and schedule["active"] is True
-    assert deployment["concurrency_limit"] == 1
+    assert deployment["concurrency_limit"] == RUN_LIMIT  # as `percept schedule` serves it
     assert set(deployment["parameters"]) <= {"params", "force", "push", "retries", "retry_delay_s"}
 
 
@@ -54,6 +56,8 @@ def test_percept_schedule_serves_a_deployment_with_the_cron(prefect_harness, tmp
         (schedule,) = deployment.schedules
         assert schedule.schedule.cron == "15 4 * * 2" and schedule.active and schedule.slug == "percept-retrain-cron"
         assert deployment.parameters["params"] == str(path.resolve())
+        limit = deployment.concurrency_options
+        assert deployment.global_concurrency_limit.limit == 1 and limit.collision_strategy.value == "CANCEL_NEW"
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
