@@ -370,3 +370,30 @@ def test_chroma_bin_weight_needs_the_logits_and_trains_a_colornet(random_net):
     assert set(first) == {"chroma_bins", "total"}
     assert first["total"] == pytest.approx(math.log(36), rel=1e-4)  # zero tail: uniform over 6 x 6 bins
     assert last["total"] < 0.9 * first["total"]
+
+
+def test_chroma_bin_training_repeats_bit_for_bit():
+    """Two trainings of the default colorize recipe (bins, rebalancing) from one seed end with the
+    same weights: nothing in the loss draws or reduces out of order, so the run's figures repeat."""
+    from training.loop import OptimConfig, make_optimizer, train_step
+    from training.models import ColorNetConfig, build_transform_net
+    from training.tasks import TASKS
+
+    loss = PerceptualLoss(LossConfig(**{**TASKS["colorize"].loss_defaults, "feature_weight": 0.0}), None)
+    assert loss.cfg.chroma_bin_weight > 0 and loss.cfg.chroma_bin_rebalance > 0
+
+    def trained() -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = build_transform_net(ColorNetConfig(channels=8, residual_blocks=1, chroma_bins=6), 1)
+        optimizer, scheduler = make_optimizer(model, OptimConfig(lr=1e-2, steps=6, warmup_steps=0))
+        target = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+        gray = target.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+        for _ in range(6):
+            train_step(model, loss, optimizer, scheduler, gray, target, None)
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    first, second = trained(), trained()
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not all(torch.equal(first[k], build_transform_net(ColorNetConfig(channels=8, residual_blocks=1, chroma_bins=6), 1).state_dict()[k])
+                   for k in first)  # it did train
