@@ -148,13 +148,13 @@ def test_percept_schedule_runs_fire_and_complete(project, prefect_api, tmp_path)
                        tmp_path / "schedule.log", cwd=repo).start()
     try:
         # Created by the server's scheduler (nobody asks for a run) and executed by the served flow.
-        first, second = wait_for_runs(prefect_api, 2, timeout=330, process=schedule)[:2]
+        first, second = wait_for_runs(prefect_api, 2, timeout=480, process=schedule)[:2]
         assert first[1] == "# Retrain: retrained" and second[1] == "# Retrain: nothing to do", (first[1], second[1])
         assert registered_versions(repo) == [1]
         # A new image lands; a later scheduled run sees it. (The run after the second may already
         # have read the folder before the copy, so wait for the first retrain after it.)
         shutil.copyfile(SHARED / "datasets" / "T91" / "HR" / "t7.png", incoming / "t7.png")
-        done = wait_for_runs(prefect_api, 3, timeout=240, process=schedule,
+        done = wait_for_runs(prefect_api, 3, timeout=420, process=schedule,
                              until=lambda runs: any(note == "# Retrain: retrained" for _, note in runs[2:]))
     finally:
         schedule.stop(signal.SIGINT)
