@@ -67,6 +67,27 @@ def add_apply_parser(sub) -> None:
                        help="torch.compile the network, warmed up before the first image (default: inference.compile)")
 
 
+def add_compare_parser(sub) -> None:
+    compare = sub.add_parser(
+        "compare",
+        help="models side by side on images without a clean original (real photos): one PNG sheet",
+        description="Run each --model on every image of --input and draw one row per image: the input (enlarged "
+        "by pixel repetition for SR), each model's output, and the file of --reference named like the input "
+        "(another method's published output, e.g. RealSRSet's BSRGAN_x4/), all cropped to the same centred "
+        "region. For judging models where no figure can: real photos have no ground truth.",
+    )
+    compare.add_argument("--input", required=True, type=Path, help="an image file, or a folder searched recursively")
+    compare.add_argument("--model", required=True, action="append",
+                         help="repeat for each column: bicubic / identity (the baseline at the models' scale), "
+                         "or " + MODEL_HELP)
+    compare.add_argument("--reference", type=Path, help="a folder of reference outputs, matched by file name "
+                         "(<stem>.png or <stem>_<anything>.png)")
+    compare.add_argument("--out", required=True, type=Path, help="the sheet to write (PNG)")
+    compare.add_argument("--crop", type=int, default=160, help="side of each crop in output pixels (default: %(default)s)")
+    compare.add_argument("--max-images", type=int, help="only the first N images (sorted by name)")
+    compare.add_argument("--scale", type=int, help="the baseline's scale when no model gives it (bicubic alone)")
+
+
 def add_export_parser(sub) -> None:
     export = sub.add_parser(
         "export",
@@ -128,8 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Make each input from the clean images with the task's degradation (SR: mod-crop, MATLAB "
         "bicubic downscale, 8 bits), run the model on whole images and score it against the clean image: "
         "PSNR/SSIM on the BT.601 Y channel with a scale-pixel border crop for SR, RGB PSNR/SSIM otherwise, "
-        "plus the VGG feature distance. Without --images: every evaluate.sets folder, writing "
-        "reports/<task>/ and metrics/<task>.json (the DVC stage). Progress and logs go to stderr.",
+        "plus the VGG feature distance. A blind task (a degradation range) is also scored at fixed levels "
+        "(denoise sigma 10/25/50, jpeg quality 10/30/60/90, deblur sigma 1/2/3; evaluate.levels), each "
+        "against its input, as <set>-<level>. An image the model or baseline reproduces exactly (infinite "
+        "PSNR) is left out of the means, with the reason. Without --images: every evaluate.sets folder, "
+        "writing reports/<task>/ and metrics/<task>.json (the DVC stage). Progress and logs go to stderr.",
     )
     add_task_argument(evaluate)
     evaluate.add_argument("--model", required=True,
@@ -137,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "model.pt; or an MLflow URI such as models:/sr_x4@champion or models:/sr_x4/3")
     evaluate.add_argument("--images", type=Path, help="a folder of clean images (any sizes and modes); "
                           "default: the evaluate.sets folders")
-    evaluate.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    evaluate.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout "
+                          "(with --images: the folder's report, and its reports per level under `levels`)")
     evaluate.add_argument("--out", type=Path, help="write <set>.json and <set>.png (comparison sheet) here")
     register = sub.add_parser(
         "register",
@@ -190,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Without s3.bucket, the remote in .dvc/config (a local folder) is the default again.",
     )
     add_apply_parser(sub)
+    add_compare_parser(sub)
     add_export_parser(sub)
     sub.add_parser("tasks", help="list the tasks params.yaml configures (and their registry entries), then the unused entries")
     return parser
@@ -261,7 +287,11 @@ def run(args: argparse.Namespace, cfg) -> int:
 
         reports = evaluate.run(args.task, args.model, cfg, Paths(), images=args.images, out=args.out)
         if args.json:
-            only = next(iter(reports.values())) if args.images else {"task": args.task, "model": args.model, "sets": reports}
+            if args.images:  # the folder's report, with its reports at each evaluation level inside
+                main, *levels = reports.values()
+                only = {**main, **({"levels": {r["image_set"]: r for r in levels}} if levels else {})}
+            else:
+                only = {"task": args.task, "model": args.model, "sets": reports}
             print(json.dumps(only))
     elif args.command == "register":
         from pipelines.registry import register
@@ -293,6 +323,10 @@ def run(args: argparse.Namespace, cfg) -> int:
         print(f"DVC remote: {url} (in .dvc/config.local)" if url else "DVC remote: .dvc/config's default (s3.bucket is not set)")
     elif args.command == "apply":
         from pipelines.apply import run_cli
+
+        return run_cli(args, cfg)
+    elif args.command == "compare":
+        from pipelines.compare import run_cli
 
         return run_cli(args, cfg)
     elif args.command == "export":

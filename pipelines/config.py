@@ -23,7 +23,7 @@ from pydantic_core import PydanticCustomError
 from pydantic import AfterValidator, BaseModel, BeforeValidator, SerializeAsAny, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from pipelines.errors import UserError
-from training.degradations import Degradation
+from training.degradations import Degradation, LevelledDegradation
 from training.inference import InferenceConfig
 from training.loop import OptimConfig
 from training.lpips import LpipsConfig
@@ -239,6 +239,8 @@ class EvaluateConfig(Strict):
     sheet_crop: int = Field(192, ge=16, description="side of the crops on the comparison sheet, in target pixels")
     sheet_images: int = Field(6, ge=1, description="rows per comparison sheet")
     lpips: LpipsConfig | None = Field(None, description="LPIPS files you have locally; every task then reports lpips")
+    levels: dict[str, list[float]] = Field(default_factory=dict, description="task -> the fixed strengths (noise sigma, "
+                                           "JPEG quality, blur sigma) it is also scored at; default: the registry's")
 
 
 class RetrainConfig(Strict):
@@ -417,6 +419,28 @@ class Config(Strict):
     def reported_metrics(self, task: str) -> tuple[str, ...]:
         """What evaluation reports for ``task``: the registry's metrics, plus LPIPS when configured."""
         return self.task(task).entry.metrics + (("lpips",) if self.evaluate.lpips else ())
+
+    def eval_levels(self, task: str) -> tuple[float, ...]:
+        """The fixed levels ``task`` is also evaluated at: ``evaluate.levels.<task>``, else the registry's."""
+        if task in self.evaluate.levels:
+            return tuple(self.evaluate.levels[task])
+        return self.task(task).entry.eval_levels
+
+    @model_validator(mode="after")
+    def _levels_fit_their_tasks(self) -> Config:
+        for name, levels in self.evaluate.levels.items() if self.tasks else ():
+            if name not in self.tasks:
+                raise ValueError(f"evaluate.levels.{name}: no such task under `tasks:` (have: {', '.join(self.tasks)})")
+            degradation = self.degradation(name)
+            if levels and not isinstance(degradation, LevelledDegradation):
+                raise ValueError(f"evaluate.levels.{name}: its degradation ({degradation.kind}) has no single strength")
+            for level in levels:
+                try:
+                    degradation.at(level)
+                except ValidationError as exc:
+                    raise ValueError(f"evaluate.levels.{name}: {level:g} is not a valid "
+                                     f"{degradation.level_key} ({exc.errors()[0]['msg']})") from None
+        return self
 
     def gate(self, task: str) -> GateConfig:
         """The promotion gate of ``task``: params' ``promote.<task>``, else the registry default."""

@@ -77,6 +77,11 @@ def gate_markdown(record: dict[str, Any], heading: str = "# Promotion gate") -> 
         names = list(next(iter(figures.values())))
         lines += ["| model | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         lines += [f"| {who} | " + " | ".join(f"{vals[n]:.4f}" for n in names) + " |" for who, vals in figures.items()]
+    if record.get("per_set"):
+        metric = record["gate"]["metric"]
+        lines += ["", f"`{metric}` per set and level (no set or level may be worse than its baseline):", "",
+                  "| set | challenger | baseline |", "|---|---|---|"]
+        lines += [f"| {name} | {ours:.4f} | {base:.4f} |" for name, (ours, base) in record["per_set"].items()]
     return "\n".join(lines) + "\n"
 
 

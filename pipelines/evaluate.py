@@ -48,6 +48,25 @@ class EvalImage:
     source_channels: int
 
 
+@dataclass(frozen=True)
+class EvalSet:
+    """A folder scored at the task's own degradation (``level`` None: its training distribution,
+    drawn per image) or at one fixed level of it (``Set5-quality90``)."""
+
+    name: str
+    folder: Path
+    level: float | None = None
+
+
+def eval_sets(task: str, cfg: Config, folders: dict[str, Path]) -> list[EvalSet]:
+    """Each folder as it is, then at each of the task's evaluation levels (``Config.eval_levels``)."""
+    degradation, levels = cfg.degradation(task), cfg.eval_levels(task)
+    out = [EvalSet(name, folder) for name, folder in folders.items()]
+    for name, folder in folders.items():
+        out += [EvalSet(f"{name}-{degradation.level_key}{level:g}", folder, level) for level in levels]
+    return out
+
+
 class ImageSet(list):
     """The ``EvalImage``s of a folder (a list), and ``skipped``: (name, why) for each file that could
     not be read or degraded, reported and left out so that one bad file does not stop an evaluation."""
@@ -57,8 +76,9 @@ class ImageSet(list):
         self.skipped: list[tuple[str, str]] = list(skipped)
 
 
-def load_image_set(folder: Path, task: str, cfg: Config) -> ImageSet:
-    """Every image file under ``folder`` (sorted), with the task's degraded input made from it.
+def load_image_set(folder: Path, task: str, cfg: Config, level: float | None = None) -> ImageSet:
+    """Every image file under ``folder`` (sorted), with the task's degraded input made from it
+    (at ``level``, when given, instead of the block's setting or range).
     A file that cannot be read, decoded or degraded is logged and skipped (``ImageSet.skipped``);
     a folder where none can be is an ``EvaluationError``."""
     if not folder.is_dir():
@@ -67,7 +87,7 @@ def load_image_set(folder: Path, task: str, cfg: Config) -> ImageSet:
     if not files:
         raise EvaluationError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     stems = [p.stem for p in files]
-    degradation = cfg.degradation(task)
+    degradation = cfg.degradation(task) if level is None else cfg.degradation(task).at(level)
     colour_only = cfg.task(task).entry.colour_targets_only
     images, gray, skipped = ImageSet(), [], []
     limits = DecodeLimits.from_config(cfg.ingest)
@@ -156,7 +176,7 @@ def evaluate_images(task: str, predictor: Predictor, images: list[EvalImage], cf
     names = cfg.reported_metrics(task)
     scale = cfg.degradation(task).input_scale
     base = baseline(task, scale)
-    per_image, rows = [], []
+    per_image, rows, skipped = [], [], list(getattr(images, "skipped", []))
     for image in tqdm(images, desc=f"evaluate {task} on {image_set}", unit="img", file=sys.stderr, disable=not progress):
         try:
             output = predictor(image.input)
@@ -169,6 +189,12 @@ def evaluate_images(task: str, predictor: Predictor, images: list[EvalImage], cf
         ctx = ScoreContext(crop=scale if scale > 1 else 0, source_channels=image.source_channels,
                            feature_distance=tools.feature_distance, lpips=tools.lpips, perceptual=tools.perceptual)
         ours, theirs = score(names, output, image.target, ctx), score(names, reference, image.target, ctx)
+        exact = [who for who, figures in (("the model", ours), (base.name, theirs)) if any(map(math.isinf, figures.values()))]
+        if exact:  # one infinite PSNR would make the whole set's mean infinite
+            why = f"{' and '.join(exact)} reproduce{'s' if len(exact) == 1 else ''} it exactly (PSNR infinite): left out of the means"
+            skipped.append((image.name, why))
+            log.warning("%s/%s: %s", image_set, image.name, why)
+            continue
         record = {"name": image.name, "width": image.target.shape[1], "height": image.target.shape[0], **ours,
                   "baseline": theirs}
         record.update({f"target_{n}": METRICS[n].fn(image.target, image.target, ctx) for n in names if METRICS[n].unary})
@@ -182,8 +208,8 @@ def evaluate_images(task: str, predictor: Predictor, images: list[EvalImage], cf
         "task": task, "model": predictor.name, "image_set": image_set, "images": len(per_image),
         **{k: _mean([r[k] for r in per_image]) for k in keys},
         "baseline": {"model": base.name, **{k: _mean([r["baseline"][k] for r in per_image]) for k in names}},
-        # files of the set that could not be read: left out of the means, named with the reason
-        "skipped": [{"name": name, "reason": why} for name, why in getattr(images, "skipped", [])],
+        # files of the set that could not be read or scored: left out of the means, named with the reason
+        "skipped": [{"name": name, "reason": why} for name, why in skipped],
         "per_image": per_image,
     }
     sheet = render_sheet(rows, f"{task} on {image_set}: {predictor.name} ({names[0]}, higher is "
@@ -228,7 +254,8 @@ def summary_line(report: dict[str, Any]) -> str:
 
 def run(task: str, model: str, cfg: Config, paths, images: Path | None = None, out: Path | None = None,
         progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Evaluate ``model`` on ``images`` (one folder) or on every ``evaluate.sets`` folder.
+    """Evaluate ``model`` on ``images`` (one folder) or on every ``evaluate.sets`` folder, each also
+    at the task's evaluation levels (blind restoration: ``Set5-sigma10``, ``Set5-sigma50``, ...).
 
     Without ``images`` this is the DVC stage: reports go to ``reports/<task>/``, the summary to
     ``metrics/<task>.json``, and, when the model is a training output with an MLflow run, the
@@ -242,16 +269,17 @@ def run(task: str, model: str, cfg: Config, paths, images: Path | None = None, o
     predictor = load_predictor(model, task, scale, cfg.evaluate.tile, cfg.evaluate.overlap, tracking_uri,
                                inference=cfg.inference)
     tools = instruments(task, cfg, paths.root)
-    sets = {images.name: images} if images else {n: paths.root / f for n, f in cfg.evaluate.sets.items()}
+    sets = eval_sets(task, cfg, {images.name: images} if images else {n: paths.root / f for n, f in cfg.evaluate.sets.items()})
     out_dir = out if out or images else paths.reports(task)
     weights = Path(model) / "model.pt" if Path(model).is_dir() else Path(model)
     stamp = sha256_file(weights) if weights.is_file() and images is None else None
     reports, written = {}, []
-    for name, folder in sets.items():
-        report, sheet = evaluate_images(task, predictor, load_image_set(folder, task, cfg), cfg, name, tools, progress)
+    for one in sets:
+        images_at = load_image_set(one.folder, task, cfg, one.level)
+        report, sheet = evaluate_images(task, predictor, images_at, cfg, one.name, tools, progress)
         if stamp:
-            report.update(weights_sha256=stamp, settings_sha256=settings_sha256(task, cfg, folder))
-        reports[name] = report
+            report.update(weights_sha256=stamp, settings_sha256=settings_sha256(task, cfg, one.folder))
+        reports[one.name] = report
         if out_dir is not None:
             written.extend(write_report(report, sheet, out_dir))
         print(summary_line(report), file=sys.stderr)

@@ -23,7 +23,7 @@ from prefect.artifacts import create_markdown_artifact
 from pipelines import tracking
 from pipelines.config import Config
 from pipelines.descriptions import gate_markdown, with_gate
-from pipelines.evaluate import EvaluationError, evaluate_images, instruments, load_image_set, settings_sha256
+from pipelines.evaluate import EvalSet, EvaluationError, eval_sets, evaluate_images, instruments, load_image_set, settings_sha256
 from pipelines.fsutil import atomic_write_text
 from pipelines.paths import Paths
 from pipelines.predictors import ModelSpecError, load_predictor
@@ -48,8 +48,7 @@ class Evaluator:
 
     @cached_property
     def inputs(self) -> tuple[dict[str, list], Any]:
-        sets = self.cfg.evaluate.sets.items()
-        return ({n: load_image_set(self.paths.root / folder, self.task, self.cfg) for n, folder in sets},
+        return ({s.name: load_image_set(s.folder, self.task, self.cfg, s.level) for s in sets(self.task, self.cfg, self.paths)},
                 instruments(self.task, self.cfg, self.paths.root))
 
     def __call__(self, uri: str) -> list[dict[str, Any]]:
@@ -59,15 +58,20 @@ class Evaluator:
         return [evaluate_images(self.task, predictor, imgs, cfg, name, tools, progress=False)[0] for name, imgs in images.items()]
 
 
+def sets(task: str, cfg: Config, paths: Paths) -> list[EvalSet]:
+    """What the gate scores: every ``evaluate.sets`` folder, and each at the task's levels."""
+    return eval_sets(task, cfg, {name: paths.root / folder for name, folder in cfg.evaluate.sets.items()})
+
+
 def stage_reports(task: str, cfg: Config, paths: Paths, weights_sha256: str | None) -> list[dict[str, Any]] | None:
     """The evaluate stage's reports (``reports/<task>/<set>.json``) when they scored these very
     weights on the same images with the same settings: the challenger need not be run again."""
     reports = []
-    for name, folder in cfg.evaluate.sets.items():
-        path = paths.reports(task) / f"{name}.json"
+    for one in sets(task, cfg, paths):
+        path = paths.reports(task) / f"{one.name}.json"
         report = json.loads(path.read_text()) if path.is_file() else {}
         if not weights_sha256 or report.get("weights_sha256") != weights_sha256 \
-                or report.get("settings_sha256") != settings_sha256(task, cfg, paths.root / folder):
+                or report.get("settings_sha256") != settings_sha256(task, cfg, one.folder):
             return None
         reports.append(report)
     return reports
@@ -103,6 +107,8 @@ def promote_flow(task: str, cfg: Config, paths: Paths = Paths(), version: int | 
             record["challenger_figures"] = "evaluate stage" if ours else "pyfunc"
             ours = ours or evaluate(f"models:/{task}/{challenger}")
             figures = {"challenger": pooled(ours, names), "baseline": pooled(ours, names, "baseline")}
+            # the primary metric per set and level against that set's baseline: the harm rule
+            record["per_set"] = {r["image_set"]: [r[gate.metric], r["baseline"][gate.metric]] for r in ours}
         except (EvaluationError, ModelSpecError) as exc:
             decision, figures = Decision(False, f"evaluation of the challenger failed: {exc}"), {}
             record["failed"] = True
@@ -111,7 +117,7 @@ def promote_flow(task: str, cfg: Config, paths: Paths = Paths(), version: int | 
                 figures["champion"] = pooled(evaluate(f"models:/{task}/{champion}"), names)
             incumbent = "champion" if champion is not None else "baseline"
             label = f"@{CHAMPION} v{champion}" if champion is not None else "the baseline"
-            decision = decide(gate, figures["challenger"], figures[incumbent], label)
+            decision = decide(gate, figures["challenger"], figures[incumbent], label, record["per_set"])
             if force and not decision.promote and not any(math.isnan(v) for v in figures["challenger"].values()):
                 decision = Decision(True, f"forced ({decision.reason})", decision.deltas)
     if decision.promote:

@@ -5,16 +5,19 @@ the pure function ``degradation(target_uint8_hwc, seed) -> input_uint8``. The sa
 same input, so shards are reproducible byte for byte.
 
 Super-resolution uses our MATLAB-compatible ``imresize`` because every published SR table is
-computed with it; noise, blur, JPEG and gray use albumentations (applied to the input only).
+computed with it; noise, blur and gray use albumentations (applied to the input only); JPEG is
+an RGB round trip through libjpeg (``jpeg_roundtrip``: albumentations' swaps the channels). A
+strength written as ``[low, high]`` is drawn per sample from the sample's seed (blind tasks).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import albumentations as A
+import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, PrivateAttr, TypeAdapter, ValidationError, model_validator
 
 from training.imresize import imresize_uint8
 
@@ -42,7 +45,7 @@ class Degradation(BaseModel):
         return {"kind": self.kind, **self.model_dump()}
 
     def __call__(self, target: np.ndarray, seed: int) -> np.ndarray:
-        _check_uint8_rgb(target)
+        check_uint8_rgb(target)
         if self._pipeline is None:
             self._pipeline = A.Compose(self.transforms())
         self._pipeline.set_random_seed(seed)
@@ -67,7 +70,7 @@ class BicubicDownscale(Degradation):
         return self.scale
 
     def __call__(self, target: np.ndarray, seed: int) -> np.ndarray:
-        _check_uint8_rgb(target)
+        check_uint8_rgb(target)
         h, w = target.shape[:2]
         if h % self.scale or w % self.scale:
             raise ValueError(f"target {w}x{h} is not a multiple of the scale {self.scale}: mod-crop it first")
@@ -77,46 +80,107 @@ class BicubicDownscale(Degradation):
         return imresize_uint8(target, output_shape=(h // self.scale, w // self.scale))
 
 
-class GaussianNoise(Degradation):
-    """Additive white Gaussian noise, ``sigma`` on the 0..255 scale (25 is the usual benchmark).
+def Level(kind: type = float, **bounds: float) -> Any:
+    """A settings type for a strength: one value (fixed) or ``[low, high]`` (drawn per sample),
+    each value within ``bounds``; an error names the bound, not the union's two branches."""
+    one = TypeAdapter(Annotated[kind, Field(**bounds)])
 
-    With ``sigma_max`` each sample draws its sigma uniformly from [sigma, sigma_max] (blind denoising).
-    The noisy input is clipped and rounded to 8 bits, as a real noisy photo would be.
+    def check(value: Any) -> Any:
+        try:
+            if isinstance(value, (list, tuple)):
+                if len(value) != 2:
+                    raise ValueError(f"expected a number or a [low, high] pair, got {len(value)} values")
+                return one.validate_python(value[0]), one.validate_python(value[1])
+            return one.validate_python(value)
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"]) from None
+
+    # Written back as it was given: a number, or a [low, high] list (meta.json, MLflow params).
+    return Annotated[kind | tuple[kind, kind], PlainValidator(check), PlainSerializer(lambda v: list(v) if isinstance(v, tuple) else v)]
+
+
+def level_range(value: float | tuple[float, float]) -> tuple[float, float]:
+    """A level as (low, high): a number is a fixed level, a pair a range drawn uniformly per sample."""
+    return (float(value), float(value)) if isinstance(value, (int, float)) else (float(value[0]), float(value[1]))
+
+
+class LevelledDegradation(Degradation):
+    """A degradation with one strength (``level_key``) that is either fixed or a [low, high] range
+    drawn per sample from the sample's seed (blind restoration: one model for every level)."""
+
+    level_key: ClassVar[str]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LevelledDegradation:
+        low, high = level_range(getattr(self, self.level_key))
+        if low > high:
+            raise ValueError(f"{self.level_key}: the range [{low:g}, {high:g}] is reversed")
+        return self
+
+    @property
+    def levels(self) -> tuple[float, float]:
+        return level_range(getattr(self, self.level_key))
+
+    @property
+    def blind(self) -> bool:
+        low, high = self.levels
+        return low != high
+
+    def at(self, level: float) -> LevelledDegradation:
+        """The same degradation at one fixed level (evaluation per level)."""
+        return type(self)(**{**self.model_dump(), self.level_key: level})
+
+
+class GaussianNoise(LevelledDegradation):
+    """Additive white Gaussian noise, ``sigma`` on the 0..255 scale (25 is the usual benchmark), one
+    value per channel. ``sigma: [0, 50]`` draws each sample's sigma uniformly (blind denoising, as
+    DnCNN-B). The noisy input is clipped and rounded to 8 bits, as a real noisy photo would be.
     """
 
     kind: ClassVar[str] = "gaussian_noise"
-    sigma: float = Field(25.0, gt=0, le=255)
-    sigma_max: float | None = Field(None, gt=0, le=255)
-
-    @model_validator(mode="after")
-    def _range(self) -> GaussianNoise:
-        if self.sigma_max is not None and self.sigma_max < self.sigma:
-            raise ValueError(f"sigma_max ({self.sigma_max}) must be >= sigma ({self.sigma})")
-        return self
+    level_key: ClassVar[str] = "sigma"
+    sigma: Level(ge=0, le=255) = 25.0
 
     def transforms(self) -> list[A.BasicTransform]:
-        hi = self.sigma if self.sigma_max is None else self.sigma_max
-        return [A.GaussNoise(std_range=(self.sigma / 255.0, hi / 255.0), mean_range=(0.0, 0.0), per_channel=True, p=1.0)]
+        low, high = self.levels
+        return [A.GaussNoise(std_range=(low / 255.0, high / 255.0), mean_range=(0.0, 0.0), per_channel=True, p=1.0)]
 
 
-class GaussianBlur(Degradation):
-    """Gaussian blur with kernel standard deviation ``sigma`` (pixels); kernel size follows sigma."""
+class GaussianBlur(LevelledDegradation):
+    """Gaussian blur with kernel standard deviation ``sigma`` (pixels); kernel size follows sigma.
+    ``sigma: [0.5, 3]`` draws each sample's sigma uniformly (blind deblurring)."""
 
     kind: ClassVar[str] = "gaussian_blur"
-    sigma: float = Field(2.0, gt=0, le=20)
+    level_key: ClassVar[str] = "sigma"
+    sigma: Level(gt=0, le=20) = 2.0
 
     def transforms(self) -> list[A.BasicTransform]:
-        return [A.GaussianBlur(blur_limit=0, sigma_limit=(self.sigma, self.sigma), p=1.0)]
+        return [A.GaussianBlur(blur_limit=0, sigma_limit=self.levels, p=1.0)]
 
 
-class JpegCompression(Degradation):
-    """JPEG round trip at ``quality`` (10 is the usual artefact-removal benchmark)."""
+class JpegCompression(LevelledDegradation):
+    """JPEG round trip at ``quality`` (10 is the usual artefact-removal benchmark); ``quality: [10,
+    95]`` draws each sample's quality uniformly among the integers of the range (blind, as FBCNN)."""
 
     kind: ClassVar[str] = "jpeg"
-    quality: int = Field(10, ge=1, le=100)
+    level_key: ClassVar[str] = "quality"
+    quality: Level(int, ge=1, le=100) = 10
 
-    def transforms(self) -> list[A.BasicTransform]:
-        return [A.ImageCompression(quality_range=(self.quality, self.quality), compression_type="jpeg", p=1.0)]
+    def __call__(self, target: np.ndarray, seed: int) -> np.ndarray:
+        check_uint8_rgb(target)
+        low, high = self.levels
+        return jpeg_roundtrip(target, int(np.random.default_rng(seed).integers(int(low), int(high) + 1)))
+
+
+def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """An RGB uint8 image saved as a JPEG at ``quality`` and decoded, byte for byte what Pillow and
+    libjpeg give for a photo saved at that quality (4:2:0). Not albumentations' ImageCompression:
+    it hands RGB to OpenCV as if it were BGR, so its luma weighs red as blue and its artefacts
+    differ from a real JPEG's (2.7 levels per pixel on Set5's baby at quality 30)."""
+    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode a JPEG")
+    return np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1])
 
 
 class Grayscale(Degradation):
@@ -139,10 +203,10 @@ class Identity(Degradation):
     kind: ClassVar[str] = "identity"
 
     def __call__(self, target: np.ndarray, seed: int) -> np.ndarray:
-        _check_uint8_rgb(target)
+        check_uint8_rgb(target)
         return target.copy()
 
 
-def _check_uint8_rgb(image: np.ndarray) -> None:
+def check_uint8_rgb(image: np.ndarray) -> None:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 uint8 image, got {image.dtype} {image.shape}")

@@ -247,6 +247,11 @@ class ResNetConfig(BaseModel):
     predict: Literal["rgb", "chroma"] = "rgb"
     in_channels: Literal[1, 3] = 3
     out_channels: Literal[3] = 3
+    # A blind restorer has to tell a quality-90 JPEG from a quality-10 one; its receptive field
+    # sees a few blocks. With this the body's features are scaled and shifted per channel by a
+    # function of their mean over the whole image (FiLM), so the net can judge the level from
+    # all of it and hold back on a nearly clean input. Tiled inference uses the whole image's mean.
+    global_context: bool = False
 
 
 class ColorNetConfig(BaseModel):
@@ -368,6 +373,11 @@ class ResNet(HeadBodyTail):
         else:
             self.tail = nn.Conv2d(c, out * factor * factor, 3, padding=1)
             self.up = nn.PixelShuffle(factor) if factor > 1 else nn.Identity()
+        if cfg.global_context:
+            self.image_mean = ImageMean()
+            self.context = nn.Sequential(nn.Linear(c, c), nn.ReLU(inplace=True), nn.Linear(c, 2 * c))
+            nn.init.zeros_(self.context[2].weight)  # starts as the identity: scale 1, shift 0
+            nn.init.zeros_(self.context[2].bias)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
@@ -383,7 +393,11 @@ class ResNet(HeadBodyTail):
         top, left = ph // 2, pw // 2
         x_in = F.pad(x, (left, pw - left, top, ph - top), mode="reflect") if ph or pw else x
         f = self.head(self.down(x_in))
-        residual = self.up(self.tail(self.body_out(self.body(f)) + f).float())
+        g = self.body_out(self.body(f)) + f
+        if self.cfg.global_context:
+            scale, shift = self.context(self.image_mean(g.float())).to(g.dtype)[:, :, None, None].chunk(2, dim=1)
+            g = g * (1 + scale) + shift
+        residual = self.up(self.tail(g).float())
         s = self.scale
         residual = residual[..., top * s : (top + h) * s, left * s : (left + w) * s]
         x = x.float()

@@ -148,6 +148,9 @@ class GateConfig(BaseModel):
     # its limit, a higher-is-better one must reach it (style: a content loss above the bound means
     # the content is gone, however low the weighted total).
     limits: dict[str, float] = Field(default_factory=dict, description="metric -> bound it must stay within")
+    # A model that helps on average can still harm some inputs (a JPEG model trained at quality 10
+    # ruins quality-90 files): every set, and every evaluation level, must be at least its baseline.
+    no_harm: bool = Field(True, description="refuse a challenger worse than the baseline on any set or level by `metric`")
 
     def check_metrics(self, reported: tuple[str, ...]) -> None:
         for name in (self.metric, *self.tolerances, *self.limits):
@@ -162,10 +165,13 @@ class Decision:
     deltas: dict[str, float] = field(default_factory=dict)
 
 
-def decide(gate: GateConfig, challenger: dict[str, float], incumbent: dict[str, float], incumbent_name: str) -> Decision:
-    """Promote only if every figure is finite, the primary metric improves by ``margin`` and no
-    secondary metric regresses by more than its tolerance. ``incumbent`` is the champion's
-    figures, or the baseline's (bicubic, the degraded input) when there is no champion yet."""
+def decide(gate: GateConfig, challenger: dict[str, float], incumbent: dict[str, float], incumbent_name: str,
+           per_set: dict[str, tuple[float, float]] | None = None) -> Decision:
+    """Promote only if every figure is finite, no set or level is worse than its baseline
+    (``per_set``: name -> (challenger, baseline) by the primary metric; ``no_harm``), the primary
+    metric improves by ``margin`` and no secondary metric regresses by more than its tolerance.
+    ``incumbent`` is the champion's figures, or the baseline's (bicubic, the degraded input) when
+    there is no champion yet."""
     names = (gate.metric, *gate.tolerances)
     for name in (*names, *gate.limits):
         value = challenger.get(name)
@@ -175,6 +181,10 @@ def decide(gate: GateConfig, challenger: dict[str, float], incumbent: dict[str, 
         if better(name, challenger[name], limit) < 0:
             side = "above" if not METRICS[name].higher_is_better else "below"
             return Decision(False, f"{name} {challenger[name]:.4g} is {side} its limit {limit:.4g}")
+    if gate.no_harm:
+        for name, (ours, base) in (per_set or {}).items():
+            if not better(gate.metric, ours, base) >= 0:
+                return Decision(False, f"harms {name}: {gate.metric} {ours:.4f} against its baseline's {base:.4f}")
     deltas = {name: better(name, challenger[name], incumbent[name]) for name in names}
     gain = deltas[gate.metric]
     if not gain >= gate.margin:

@@ -66,7 +66,12 @@ def test_same_size_task_on_mixed_modes_reports_rgb_figures_and_the_input(params_
     assert report["images"] == 4 and {"psnr", "ssim", "feature_distance"} <= set(report)
     # The model is the noisy input itself, so it scores exactly what the baseline does.
     assert report["psnr"] == report["baseline"]["psnr"] and report["baseline"]["model"] == "identity"
-    assert 18 < report["psnr"] < 24  # Gaussian noise of sigma 25 on 8 bits: ~20.2 dB before clipping
+    # Blind denoising: each image draws its sigma from [0, 50]; the fixed levels are scored too.
+    levels = report["levels"]
+    assert list(levels) == ["mixed-sigma10", "mixed-sigma25", "mixed-sigma50"]
+    assert 18 < levels["mixed-sigma25"]["psnr"] < 24  # Gaussian noise of sigma 25 on 8 bits: ~20.2 dB before clipping
+    assert levels["mixed-sigma10"]["psnr"] > levels["mixed-sigma25"]["psnr"] + 6 > levels["mixed-sigma50"]["psnr"] + 6 + 4
+    assert all(r["psnr"] == r["baseline"]["psnr"] and r["images"] == 4 for r in levels.values())
 
 
 def test_colorize_leaves_out_gray_targets_which_would_score_the_gray_input_infinitely(params_file, tmp_path):
@@ -165,3 +170,22 @@ def test_a_model_file_for_another_task_or_missing_is_refused(params_file, tmp_pa
     out = percept("--params", str(params_file), "evaluate", "--task", "sr_x4", "--model", "identity",
                   "--images", str(SHARED / "datasets" / "Set5"))
     assert out.returncode == 1 and "the baseline of sr_x4 is 'bicubic'" in out.stderr
+
+
+def test_an_image_the_baseline_reproduces_exactly_is_left_out_with_its_reason(params_file, tmp_path):
+    """A flat image blurs to itself: its input equals the target, whose PSNR is infinite and would
+    make every mean of the set infinite. It is left out of the means and named with the reason."""
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(folder / "flat.png")
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / "texture.png")
+    out = percept("--params", str(params_file), "evaluate", "--task", "deblur", "--model", "identity",
+                  "--images", str(folder), "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    for one in (report, *report["levels"].values()):
+        assert one["images"] == 1 and [r["name"] for r in one["per_image"]] == ["texture"]
+        assert np.isfinite(one["psnr"]) and np.isfinite(one["baseline"]["psnr"])
+        assert [s["name"] for s in one["skipped"]] == ["flat"]
+        assert "reproduce it exactly (PSNR infinite)" in one["skipped"][0]["reason"]
+    assert list(report["levels"]) == ["flat-sigma1", "flat-sigma2", "flat-sigma3"]

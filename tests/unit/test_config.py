@@ -39,7 +39,7 @@ def test_shipped_params_load_typed(raw):
     sr = cfg.task("sr_x4")
     assert isinstance(sr.degradation, BicubicDownscale) and sr.degradation.input_scale == 4
     assert isinstance(cfg.task("denoise").degradation, GaussianNoise)
-    assert cfg.task("denoise").degradation.sigma == 25.0
+    assert cfg.task("denoise").degradation.levels == (0.0, 50.0)  # blind by default
     assert cfg.largest_patch == max(t["patch_size"] for t in raw["tasks"].values())
     assert cfg.task("style_wave").options.style_image.endswith("the-wave.jpg")
     assert cfg.task("style_candy").entry is TASKS["style"]
@@ -54,7 +54,13 @@ def test_shipped_params_load_typed(raw):
         (lambda d: d["tasks"].update(superres={}), "tasks.superres", "unknown task"),
         (lambda d: d.update(learning_rate=1), "learning_rate", "unknown key"),
         (lambda d: d["tasks"]["jpeg"]["degradation"].update(quality=0), "tasks.jpeg.degradation.quality", "greater than or equal to 1"),
-        (lambda d: d["tasks"]["denoise"]["degradation"].update(sigma_max=1.0), "tasks.denoise.degradation", "sigma_max"),
+        (lambda d: d["tasks"]["denoise"]["degradation"].update(sigma=[30, 10]), "tasks.denoise.degradation", "[30, 10] is reversed"),
+        (lambda d: d["tasks"]["jpeg"]["degradation"].update(quality=[10, 200]), "tasks.jpeg.degradation.quality", "less than or equal to 100"),
+        (lambda d: d["tasks"]["deblur"]["degradation"].update(sigma=[1, 2, 3]), "tasks.deblur.degradation.sigma", "[low, high] pair"),
+        (lambda d: d["evaluate"].update(levels={"jpeg": [10, 120]}), "(top level)", "evaluate.levels.jpeg: 120 is not a valid quality"),
+        (lambda d: d["evaluate"].update(levels={"sr_x4": [2]}), "(top level)", "evaluate.levels.sr_x4: its degradation (bicubic_downscale) has no single strength"),
+        (lambda d: d["tasks"]["sr_x4_real"]["degradation"].update(first={"blur": {"kernels": {"box": 1}}}),
+         "tasks.sr_x4_real.degradation.first.blur.kernels", "unknown box"),
         (lambda d: d["tasks"]["colorize"]["degradation"].update(channels=2), "tasks.colorize.degradation.channels", "1 or 3"),
         (lambda d: d["tasks"]["deblur"]["degradation"].update(radius=3), "tasks.deblur.degradation.radius", "unknown key"),
         (lambda d: d["tasks"]["deblur"].update(loss={"chroma_bin_weight": 1.0}), "tasks.deblur", "chroma_bins > 0"),

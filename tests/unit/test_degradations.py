@@ -57,9 +57,69 @@ def test_gaussian_noise_has_the_asked_sigma():
 
 def test_blind_noise_range_draws_between_bounds():
     flat = np.full((128, 128, 3), 128, np.uint8)
-    stds = {(deg.GaussianNoise(sigma=5.0, sigma_max=50.0)(flat, seed=s).astype(float) - 128).std() for s in range(8)}
+    stds = {(deg.GaussianNoise(sigma=[5.0, 50.0])(flat, seed=s).astype(float) - 128).std() for s in range(8)}
     assert all(4.0 < s < 51.0 for s in stds)
     assert max(stds) - min(stds) > 5.0  # different seeds draw different sigmas
+
+
+def test_a_zero_sigma_leaves_the_image_alone(image):
+    assert np.array_equal(deg.GaussianNoise(sigma=0.0)(image, seed=3), image)
+
+
+def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    """What a photo saved by Pillow at ``quality`` decodes to: the JPEG a user has."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=quality)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def test_jpeg_quality_range_is_read_back_from_the_output(image):
+    # Each output is exactly one quality's round trip; the qualities drawn stay in the range.
+    d = deg.JpegCompression(quality=[30, 40])
+    candidates = {q: jpeg_roundtrip(image, q) for q in range(20, 51)}
+    drawn = []
+    for seed in range(12):
+        out = d(image, seed=seed)
+        matches = [q for q, ref in candidates.items() if np.array_equal(out, ref)]
+        assert matches and all(30 <= q <= 40 for q in matches), (seed, matches)
+        drawn.append(matches[0])
+    assert len(set(drawn)) >= 3
+
+
+def test_blur_sigma_range_draws_per_sample():
+    texture = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    d = deg.GaussianBlur(sigma=[0.5, 3.0])
+    tv = [np.abs(np.diff(d(texture, seed=s).astype(float), axis=1)).sum() for s in range(8)]
+    assert max(tv) > 2 * min(tv)  # light and heavy blurs
+    fixed = [deg.GaussianBlur(sigma=3.0)(texture, seed=s) for s in range(2)]
+    assert np.array_equal(*fixed)
+
+
+@pytest.mark.parametrize("cls, key, blind, level", [(deg.GaussianNoise, "sigma", [0, 50], 10.0),
+                                                    (deg.GaussianBlur, "sigma", [0.5, 3.0], 1.0),
+                                                    (deg.JpegCompression, "quality", [10, 95], 90)])
+def test_a_blind_degradation_evaluates_at_one_level(cls, key, blind, level, image):
+    d = cls(**{key: blind})
+    assert d.blind and d.levels == (float(blind[0]), float(blind[1])) and d.level_key == key
+    one = d.at(level)
+    assert not one.blind and one.levels == (level, level)
+    assert np.array_equal(one(image, seed=5), cls(**{key: level})(image, seed=5))
+    assert cls(**{key: level}).describe() == {"kind": cls.kind, key: level}  # a fixed level is written as a number
+
+
+def test_reversed_or_out_of_bounds_ranges_are_refused():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="reversed"):
+        deg.GaussianNoise(sigma=[50, 10])
+    with pytest.raises(ValidationError, match="less than or equal to 100"):
+        deg.JpegCompression(quality=[10, 101])
+    with pytest.raises(ValidationError):
+        deg.GaussianBlur(sigma=[0.0, 2.0])  # a blur needs a positive sigma
 
 
 def test_gaussian_blur_smooths(image):

@@ -19,6 +19,8 @@ CASES = {
     "style instance norm": (TransformNetConfig(channels=4, residual_blocks=1, norm="instance"), 1),
     # the default restoration net: a 2x unshuffled body, a sub-pixel tail, the input as its baseline
     "denoise resnet": (ResNetConfig(channels=8, residual_blocks=1, unshuffle=2), 1),
+    # a blind restorer's image-mean FiLM of its features
+    "jpeg resnet context": (ResNetConfig(channels=8, residual_blocks=1, unshuffle=2, global_context=True), 1),
     "sr_x4 resnet": (ResNetConfig(channels=8, residual_blocks=1), 4),
     # colorization: the VGG encoder (max-pooling, reflection pads) on a 1/2 grid, chroma upsampled
     "colorize colornet": (ColorNetConfig(channels=8, residual_blocks=1), 1),

@@ -135,3 +135,18 @@ def test_feature_distance_keeps_the_targets_features_only_for_the_same_target():
     assert distance(b, a) == pytest.approx(fresh(b, a), rel=1e-5)
     assert distance(b, c) == pytest.approx(fresh(b, c), rel=1e-5)  # a new target is not confused with the old
     assert distance(b, c.copy()) == pytest.approx(fresh(b, c), rel=1e-5)
+
+
+def test_the_gate_refuses_a_model_that_harms_any_set_or_level():
+    """A JPEG model that gains on average but loses at quality 90 is never promoted."""
+    gate = GateConfig(metric="psnr", margin=0.01)
+    ours, base = {"psnr": 30.0}, {"psnr": 28.0}
+    helps = {"Set5": (31.0, 29.0), "Set5-quality10": (28.0, 26.5), "Set5-quality90": (40.2, 40.1)}
+    assert decide(gate, ours, base, "the baseline", helps).promote
+    harms = {**helps, "Set5-quality90": (39.0, 40.1)}
+    decision = decide(gate, ours, base, "the baseline", harms)
+    assert not decision.promote and decision.reason.startswith("harms Set5-quality90: psnr 39.0000 against")
+    # on a lower-is-better metric, harm is a higher figure than the baseline's
+    fd = GateConfig(metric="feature_distance", margin=0.0)
+    assert not decide(fd, {"feature_distance": 1.0}, {"feature_distance": 2.0}, "bicubic", {"Set14": (2.1, 2.0)}).promote
+    assert decide(GateConfig(metric="psnr", no_harm=False), ours, base, "the baseline", harms).promote

@@ -288,3 +288,25 @@ def test_chroma_bins_decode_to_their_annealed_mean_and_keep_the_logits_for_train
     model.eval()
     model(gray)
     assert model.chroma_logits is None  # nothing kept outside training
+
+
+def test_resnet_global_context_starts_as_the_identity_reaches_far_and_tiles_like_the_whole_image():
+    plain, model = net(1, unshuffle=2), net(1, unshuffle=2, global_context=True)
+    assert count_parameters(model) == count_parameters(plain) + (8 * 8 + 8) + (8 * 16 + 16)  # Linear(c, c), Linear(c, 2c)
+    x = torch.rand(1, 3, 40, 40)
+    assert torch.equal(model(x), x)  # zero-initialised: the untrained net returns its input
+    randomised(model)
+    far = receptive_radius(plain) + 16
+    image = torch.rand(1, 3, far + 32, far + 32)
+    other = image.clone()
+    other[..., far:, far:] = 1 - other[..., far:, far:]
+    near = lambda m, t: m(t)[..., :8, :8]  # noqa: E731
+    assert (near(model, image) - near(model, other)).abs().max() > 1e-4  # through the image mean only
+    local = net(1, unshuffle=2)
+    local.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("context")})
+    torch.testing.assert_close(near(local, image), near(local, other))
+    rgb = np.random.default_rng(2).integers(0, 256, (150, 131, 3), dtype=np.uint8)
+    rgb[:50] = 128  # flat at the top: a tile's own mean differs from the image's
+    whole = Engine(model, 1, 3, InferenceConfig(tile=None))(rgb)
+    tiled = Engine(model, 1, 3, InferenceConfig(tile=64, batch=2))(rgb)
+    assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1

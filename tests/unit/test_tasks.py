@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from training import degradations as deg
+from training.realworld import SecondOrder
 from training.tasks import TASKS, Task, get_task, register
 
 pytestmark = pytest.mark.unit
@@ -20,6 +21,7 @@ def test_the_promised_tasks_are_registered_with_their_degradations():
         "deblur": (deg.GaussianBlur, 1),
         "jpeg": (deg.JpegCompression, 1),
         "colorize": (deg.Grayscale, 1),
+        "sr_real": (SecondOrder, 4),
         "style": (deg.Identity, 1),
     }
     assert set(expected) <= set(TASKS)
@@ -27,8 +29,11 @@ def test_the_promised_tasks_are_registered_with_their_degradations():
         d = TASKS[name].make_degradation()
         assert isinstance(d, cls), name
         assert d.input_scale == scale, name
-    assert TASKS["denoise"].make_degradation().sigma == 25.0
-    assert TASKS["jpeg"].make_degradation().quality == 10
+    # Restoration is blind by default: one model for the range of levels people meet.
+    assert TASKS["denoise"].make_degradation().levels == (0.0, 50.0)
+    assert TASKS["jpeg"].make_degradation().levels == (10.0, 95.0)
+    assert TASKS["deblur"].make_degradation().levels == (0.5, 3.0)
+    assert TASKS["jpeg"].eval_levels == (10, 30, 60, 90) and TASKS["denoise"].eval_levels == (10, 25, 50)
 
 
 def test_params_override_registry_defaults():

@@ -1,0 +1,135 @@
+"""``percept compare``: models side by side on images that have no clean original.
+
+Real photos (RealSRSet, your own) have no ground truth to score against, so people judge them by
+eye. Each row of the sheet is one image: the input (enlarged by pixel repetition for SR, so its
+pixels stay visible), then each model's output, then, where given, a reference output of the same
+image (another method's published result, matched by file name), all cropped to the same region.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipelines.errors import UserError
+from pipelines.evaluate import IMAGE_SUFFIXES
+from pipelines.predictors import BASELINES, Predictor, baseline, load_predictor
+from pipelines.sheets import centre_box, render_sheet
+from training.images import DecodeLimits, decode_image, failure_reason, read_file
+from training.inference import InferenceConfig
+
+log = logging.getLogger(__name__)
+
+
+class CompareError(UserError, ValueError):
+    """Models of different scales, no readable input, or no model at all: named, in one line."""
+
+
+@dataclass(frozen=True)
+class Column:
+    label: str
+    predict: Predictor
+
+
+def image_files(folder: Path) -> list[Path]:
+    if folder.is_file():
+        return [folder]
+    if not folder.is_dir():
+        raise CompareError(f"{folder}: no such file or folder")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def reference_for(image: Path, folder: Path | None) -> Path | None:
+    """The file in ``folder`` named like ``image`` (``oldphoto2.png`` or ``oldphoto2_BSRGAN.png``)."""
+    if folder is None:
+        return None
+    matches = [p for p in image_files(folder) if p.stem == image.stem or p.stem.startswith(image.stem + "_")]
+    return min(matches, key=lambda p: len(p.stem)) if matches else None
+
+
+def columns(specs: list[str], settings: InferenceConfig, tracking_uri: str | None,
+            scale: int | None = None) -> tuple[list[Column], int]:
+    """A column per ``--model`` and the scale they share (a baseline takes the models' scale, or
+    ``scale`` when it is alone)."""
+    from pipelines.predictors import load_engine
+
+    found: dict[str, tuple[Predictor, int]] = {}
+    for spec in specs:
+        if spec not in BASELINES:
+            engine, meta = load_engine(spec, None, settings, tracking_uri)
+            label = meta["task"] if not spec.startswith("models:/") else spec.removeprefix("models:/")
+            found[spec] = (Predictor(label, engine), meta["scale"])
+    scales = {s for _, s in found.values()} | ({scale} if scale else set())
+    if len(scales) > 1:
+        raise CompareError(f"the models have different scales ({', '.join(f'{s}: x{found[s][1]}' for s in found)}"
+                           f"{f'; --scale {scale}' if scale else ''})")
+    scale = scales.pop() if scales else 1
+    out = []
+    for spec in specs:
+        if spec in BASELINES:
+            predictor = baseline("compare", scale)
+            if predictor.name != spec:
+                raise CompareError(f"--model {spec}: at scale x{scale} the baseline is {predictor.name!r}")
+            out.append(Column(spec, predictor))
+        else:
+            out.append(Column(found[spec][0].name, found[spec][0]))
+    return out, scale
+
+
+def compare(inputs: Path, cols: list[Column], scale: int, reference: Path | None, crop: int, limits: DecodeLimits,
+            max_images: int | None = None, progress: bool = True) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """(the sheet, [(file, why) for each input left out]) for the images under ``inputs``."""
+    files = image_files(inputs)[:max_images]
+    if not files:
+        raise CompareError(f"{inputs}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    rows, skipped = [], []
+    side = crop - crop % scale
+    for path in tqdm(files, desc="compare", unit="img", file=sys.stderr, disable=not progress):
+        try:
+            image, _ = decode_image(read_file(path, limits), limits=limits)
+        except Exception as exc:  # noqa: BLE001 - one unreadable file is left out, not the sheet
+            skipped.append((str(path), f"cannot read it ({failure_reason(exc)})"))
+            continue
+        outputs = [col.predict(image) for col in cols]
+        h, w = image.shape[0] * scale, image.shape[1] * scale
+        top, left, ch, cw = centre_box(h, w, side)
+        crops = [np.repeat(np.repeat(image[top // scale : (top + ch) // scale, left // scale : (left + cw) // scale],
+                                     scale, axis=0), scale, axis=1)]
+        crops += [out[top : top + ch, left : left + cw] for out in outputs]
+        captions = ["input" + (f" (x{scale}, nearest)" if scale > 1 else ""), *(c.label for c in cols)]
+        ref = reference_for(path, reference)
+        if ref is not None:
+            other, _ = decode_image(read_file(ref, limits), limits=limits)
+            if other.shape[:2] == (h, w):
+                crops.append(other[top : top + ch, left : left + cw])
+                captions.append(ref.parent.name)
+            else:
+                log.warning("%s: %dx%d, not the output's %dx%d: not shown", ref, other.shape[1], other.shape[0], w, h)
+        rows.append((path.stem, crops, captions))
+    if not rows:
+        raise CompareError(f"{inputs}: none of its {len(files)} image file(s) could be read ({skipped[0][1]})")
+    title = f"{inputs.name}: " + " | ".join(c.label for c in cols) + (f" | reference: {reference.name}" if reference else "")
+    return render_sheet(rows, title), skipped
+
+
+def run_cli(args, cfg) -> int:
+    """``percept compare``: the columns from ``--model`` (``inference:`` settings), then the sheet."""
+    from pipelines import tracking
+    from pipelines.fsutil import atomic_write_bytes
+    from pipelines.paths import Paths
+    from training.images import encode_png
+
+    tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, Paths().root)
+    cols, scale = columns(args.model, cfg.inference, tracking_uri, args.scale)
+    sheet, skipped = compare(args.input, cols, scale, args.reference, args.crop, DecodeLimits.from_config(cfg.ingest),
+                             args.max_images)
+    atomic_write_bytes(args.out, encode_png(sheet))
+    for path, why in skipped:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    print(f"compare: {args.out} ({sheet.shape[1]}x{sheet.shape[0]}, {len(cols)} model(s), {len(skipped)} skipped)")
+    return 0
