@@ -98,6 +98,7 @@ def make_config(args: argparse.Namespace, datasets: Path, engine: str, workers: 
     raw["ingest"]["sources"].append({"uri": str(datasets / "Set5" / "HR"), "split": "val"})
     raw["tasks"] = {TASK: raw["tasks"][TASK]}
     raw["train"]["tasks"] = [TASK]
+    raw["compare"] = {}  # its sheet names models this benchmark does not train
     raw["data"].update(engine=engine, workers=workers)
     raw["shard"]["encoding"] = encoding
     weights = Path(raw["feature_net"]["weights"])

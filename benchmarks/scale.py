@@ -159,6 +159,7 @@ def run_size(args: argparse.Namespace, datasets: Path, work: Path) -> dict:
     raw["ingest"]["follow_links"] = True  # the links point into the collection folder
     raw["tasks"] = {TASK: raw["tasks"][TASK]}
     raw["train"]["tasks"] = [TASK]
+    raw["compare"] = {}  # its sheet names models this benchmark does not train
     raw["data"].update(engine=args.engine, workers=args.workers)
     cfg = parse_config(raw, source="scale benchmark")
     out = work / f"out-{count}"

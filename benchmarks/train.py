@@ -274,6 +274,7 @@ def bench_config(args: argparse.Namespace, raw: dict[str, Any], work: Path, repe
                        ("log_every", args.log_every)):
         if value is not None:
             train[key] = value
+    raw["compare"] = {}  # its sheet names models this benchmark does not train
     raw["mlflow"] = {"tracking_uri": f"sqlite:///{work / 'mlflow.db'}", "artifact_location": str(work / "mlartifacts"),
                      "experiment": f"bench-train-r{repeat}"}
     weights = Path((raw.get("feature_net") or {}).get("weights", "data/weights/vgg_normalised_conv3_1.pth"))

@@ -76,13 +76,15 @@ def add_compare_parser(sub) -> None:
         "(another method's published output, e.g. RealSRSet's BSRGAN_x4/), all cropped to the same centred "
         "region. For judging models where no figure can: real photos have no ground truth.",
     )
-    compare.add_argument("--input", required=True, type=Path, help="an image file, or a folder searched recursively")
-    compare.add_argument("--model", required=True, action="append",
+    compare.add_argument("--sheet", help="a sheet named under `compare:` in params.yaml (its input, models and "
+                         "reference; written to reports/compare/<sheet>.png): what `dvc repro` runs")
+    compare.add_argument("--input", type=Path, help="an image file, or a folder searched recursively")
+    compare.add_argument("--model", action="append",
                          help="repeat for each column: bicubic / identity (the baseline at the models' scale), "
                          "or " + MODEL_HELP)
     compare.add_argument("--reference", type=Path, help="a folder of reference outputs, matched by file name "
                          "(<stem>.png or <stem>_<anything>.png)")
-    compare.add_argument("--out", required=True, type=Path, help="the sheet to write (PNG)")
+    compare.add_argument("--out", type=Path, help="the sheet to write (PNG)")
     compare.add_argument("--crop", type=int, default=160, help="side of each crop in output pixels (default: %(default)s)")
     compare.add_argument("--max-images", type=int, help="only the first N images (sorted by name)")
     compare.add_argument("--scale", type=int, help="the baseline's scale when no model gives it (bicubic alone)")
@@ -164,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout "
                           "(with --images: the folder's report, and its reports per level under `levels`)")
     evaluate.add_argument("--out", type=Path, help="write <set>.json and <set>.png (comparison sheet) here")
+    evaluate.add_argument("--any-task", action="store_true", help="accept a model trained for another task of the "
+                          "same scale (with --images): e.g. how sr_x4 copes with sr_x4_real's degraded inputs")
     register = sub.add_parser(
         "register",
         help="register models/<task>/ in MLflow as a pyfunc version with lineage tags; alias challenger",
@@ -285,7 +289,7 @@ def run(args: argparse.Namespace, cfg) -> int:
         from pipelines import evaluate
         from pipelines.paths import Paths
 
-        reports = evaluate.run(args.task, args.model, cfg, Paths(), images=args.images, out=args.out)
+        reports = evaluate.run(args.task, args.model, cfg, Paths(), images=args.images, out=args.out, any_task=args.any_task)
         if args.json:
             if args.images:  # the folder's report, with its reports at each evaluation level inside
                 main, *levels = reports.values()

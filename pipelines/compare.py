@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from pipelines.errors import UserError
 from pipelines.evaluate import IMAGE_SUFFIXES
-from pipelines.predictors import BASELINES, Predictor, baseline, load_predictor
+from pipelines.predictors import BASELINES, Predictor, baseline
 from pipelines.sheets import centre_box, render_sheet
 from training.images import DecodeLimits, decode_image, failure_reason, read_file
 from training.inference import InferenceConfig
@@ -118,18 +118,30 @@ def compare(inputs: Path, cols: list[Column], scale: int, reference: Path | None
 
 
 def run_cli(args, cfg) -> int:
-    """``percept compare``: the columns from ``--model`` (``inference:`` settings), then the sheet."""
+    """``percept compare``: the columns from ``--model`` (or ``compare.<sheet>`` in params.yaml, the
+    DVC stage, writing ``reports/compare/<sheet>.png``), run with ``inference:`` settings."""
     from pipelines import tracking
     from pipelines.fsutil import atomic_write_bytes
     from pipelines.paths import Paths
     from training.images import encode_png
 
-    tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, Paths().root)
-    cols, scale = columns(args.model, cfg.inference, tracking_uri, args.scale)
-    sheet, skipped = compare(args.input, cols, scale, args.reference, args.crop, DecodeLimits.from_config(cfg.ingest),
-                             args.max_images)
-    atomic_write_bytes(args.out, encode_png(sheet))
+    paths = Paths()
+    if args.sheet:
+        if args.sheet not in cfg.compare:
+            raise CompareError(f"--sheet {args.sheet}: not under `compare:` in params.yaml (have: {', '.join(cfg.compare) or 'none'})")
+        sheet_cfg = cfg.compare[args.sheet]
+        specs, source, crop = cfg.compare_models(args.sheet), Path(sheet_cfg.input), sheet_cfg.crop
+        reference = Path(sheet_cfg.reference) if sheet_cfg.reference else None
+        out = args.out or paths.root / "reports" / "compare" / f"{args.sheet}.png"
+    else:
+        if not (args.input and args.model and args.out):
+            raise CompareError("give --sheet NAME (params.yaml's compare:), or --input, --model and --out")
+        specs, source, crop, reference, out = args.model, args.input, args.crop, args.reference, args.out
+    tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, paths.root)
+    cols, scale = columns(specs, cfg.inference, tracking_uri, args.scale)
+    sheet, skipped = compare(source, cols, scale, reference, crop, DecodeLimits.from_config(cfg.ingest), args.max_images)
+    atomic_write_bytes(out, encode_png(sheet))
     for path, why in skipped:
         print(f"skipped {path}: {why}", file=sys.stderr)
-    print(f"compare: {args.out} ({sheet.shape[1]}x{sheet.shape[0]}, {len(cols)} model(s), {len(skipped)} skipped)")
+    print(f"compare: {out} ({sheet.shape[1]}x{sheet.shape[0]}, {len(cols)} model(s), {len(skipped)} skipped)")
     return 0

@@ -243,6 +243,17 @@ class EvaluateConfig(Strict):
                                            "JPEG quality, blur sigma) it is also scored at; default: the registry's")
 
 
+class CompareSheet(Strict):
+    """A sheet of photos without a clean original (``percept compare --sheet <name>``, a DVC stage):
+    the input, each model, and a published reference, side by side."""
+
+    input: str = Field(min_length=1, description="a folder of images (a test set: acquired, never ingested)")
+    models: list[str] = Field(min_length=1, description="bicubic / identity, a task under train.tasks "
+                              "(its models/<task>/), or any --model of `percept compare`")
+    reference: str | None = Field(None, description="a folder of reference outputs, matched by file name")
+    crop: int = Field(160, ge=16, description="side of each crop, in output pixels")
+
+
 class RetrainConfig(Strict):
     """The scheduled retrain (``percept schedule``, prefect.yaml): when, and whether to push."""
 
@@ -376,6 +387,7 @@ class Config(Strict):
     feature_net: FeatureNetConfig = FeatureNetConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    compare: dict[str, CompareSheet] = {}
     inference: InferenceConfig = InferenceConfig()  # percept apply; evaluate's device, batch, compile
     # The promotion gate per task, merged over the registry's defaults. A section of its own, not
     # under tasks.<t>, so that tuning the gate never invalidates a task's shards or training.
@@ -419,6 +431,23 @@ class Config(Strict):
     def reported_metrics(self, task: str) -> tuple[str, ...]:
         """What evaluation reports for ``task``: the registry's metrics, plus LPIPS when configured."""
         return self.task(task).entry.metrics + (("lpips",) if self.evaluate.lpips else ())
+
+    def compare_models(self, sheet: str) -> list[str]:
+        """``compare.<sheet>.models`` as ``percept compare --model`` values: a task is its models/ folder."""
+        return [f"models/{m}" if m in self.tasks else m for m in self.compare[sheet].models]
+
+    @model_validator(mode="after")
+    def _sheets_name_trained_models(self) -> Config:
+        if set(self.train.tasks) - set(self.tasks):
+            return self  # reported by _trained_tasks_are_configured
+        for name, sheet in self.compare.items():
+            # a bare name must be a baseline or a task `dvc repro` trains; a path or URI is taken as it is
+            unknown = [m for m in sheet.models if m not in ("bicubic", "identity") and not {"/", ":"} & set(m)
+                       and m not in self.train.tasks]
+            if unknown:
+                raise ValueError(f"compare.{name}.models: {', '.join(unknown)} is not in train.tasks, so `dvc repro` "
+                                 "makes no models/ folder for it (a path or an MLflow URI also works)")
+        return self
 
     def eval_levels(self, task: str) -> tuple[float, ...]:
         """The fixed levels ``task`` is also evaluated at: ``evaluate.levels.<task>``, else the registry's."""

@@ -253,7 +253,7 @@ def summary_line(report: dict[str, Any]) -> str:
 
 
 def run(task: str, model: str, cfg: Config, paths, images: Path | None = None, out: Path | None = None,
-        progress: bool = True) -> dict[str, dict[str, Any]]:
+        progress: bool = True, any_task: bool = False) -> dict[str, dict[str, Any]]:
     """Evaluate ``model`` on ``images`` (one folder) or on every ``evaluate.sets`` folder, each also
     at the task's evaluation levels (blind restoration: ``Set5-sigma10``, ``Set5-sigma50``, ...).
 
@@ -266,8 +266,10 @@ def run(task: str, model: str, cfg: Config, paths, images: Path | None = None, o
 
     scale = cfg.degradation(task).input_scale
     tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, paths.root)
+    if any_task and images is None:
+        raise EvaluationError("--any-task needs --images: the stage's reports and metrics are the task's own model's")
     predictor = load_predictor(model, task, scale, cfg.evaluate.tile, cfg.evaluate.overlap, tracking_uri,
-                               inference=cfg.inference)
+                               inference=cfg.inference, any_task=any_task)
     tools = instruments(task, cfg, paths.root)
     sets = eval_sets(task, cfg, {images.name: images} if images else {n: paths.root / f for n, f in cfg.evaluate.sets.items()})
     out_dir = out if out or images else paths.reports(task)

@@ -48,8 +48,11 @@ def baseline(task: str, scale: int) -> Predictor:
 
 
 def load_predictor(spec: str, task: str, scale: int, tile: int | None = None, overlap: int = 16,
-                   tracking_uri: str | None = None, inference: InferenceConfig | None = None) -> Predictor:
-    """``tile``/``overlap`` (evaluation's, whole images by default) override ``inference``'s."""
+                   tracking_uri: str | None = None, inference: InferenceConfig | None = None,
+                   any_task: bool = False) -> Predictor:
+    """``tile``/``overlap`` (evaluation's, whole images by default) override ``inference``'s.
+    ``any_task``: a local model trained for another task of the same scale is accepted (how
+    ``sr_x4`` copes with ``sr_x4_real``'s inputs)."""
     if spec in BASELINES:
         expected = baseline(task, scale)
         if spec != expected.name:
@@ -58,8 +61,11 @@ def load_predictor(spec: str, task: str, scale: int, tile: int | None = None, ov
     if spec.startswith(MLFLOW_SCHEMES):
         return _mlflow_predictor(spec, tracking_uri)
     settings = (inference or InferenceConfig()).model_copy(update={"tile": tile, "overlap": overlap})
-    engine, _ = load_engine(spec, task, settings)
-    return Predictor(str(Path(spec)), engine)
+    engine, meta = load_engine(spec, None if any_task else task, settings)
+    if engine.scale != scale:
+        raise ModelSpecError(f"--model {spec} upscales x{engine.scale}; {task}'s inputs need x{scale}")
+    own = "" if meta["task"] == task else f" ({meta['task']})"
+    return Predictor(str(Path(spec)) + own, engine)
 
 
 def load_engine(spec: str, task: str | None, settings: InferenceConfig,

@@ -72,14 +72,23 @@ def total_variation_loss(x: Tensor) -> Tensor:
     return tv
 
 
-def pixel_loss(a: Tensor, b: Tensor, kind: Literal["l1", "mse"] = "l1") -> Tensor:
-    """Per-pixel baseline loss: mean absolute ("l1") or mean squared ("mse") error."""
+def pixel_loss(a: Tensor, b: Tensor, kind: Literal["l1", "mse", "psnr"] = "l1") -> Tensor:
+    """Per-pixel baseline loss: mean absolute ("l1") or mean squared ("mse") error, or "psnr": the
+    batch's mean of -PSNR per image (10 log10 of each image's MSE, as NAFNet trains). A blind
+    restorer on L1 spends itself on the heavily degraded samples, whose errors are largest, and
+    loses dB on the light ones; per-image PSNR weighs a dB alike at every level."""
     _same_shape(a, b)
     if kind == "l1":
         return F.l1_loss(a, b)
     if kind == "mse":
         return F.mse_loss(a, b)
-    raise ValueError(f"unknown pixel loss {kind!r}: use 'l1' or 'mse'")
+    if kind == "psnr":
+        mse = (a.float() - b.float()).pow(2).mean(dim=tuple(range(1, a.ndim)))
+        return (10 / math.log(10)) * torch.log(mse + PSNR_EPS).mean()
+    raise ValueError(f"unknown pixel loss {kind!r}: use 'l1', 'mse' or 'psnr'")
+
+
+PSNR_EPS = 1e-8  # an exact image counts as 80 dB, not minus infinity
 
 
 _SSIM_TAPS = torch.exp(-((torch.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
@@ -157,7 +166,7 @@ class LossConfig(BaseModel):
     style_layers: tuple[LayerName, ...] | None = None
     tv_weight: Weight = 0.0
     pixel_weight: Weight = 0.0
-    pixel: Literal["l1", "mse"] = "l1"
+    pixel: Literal["l1", "mse", "psnr"] = "l1"
     # 1 - SSIM (RGB): what colorization is judged on beside PSNR; it punishes wrong or noisy
     # chroma in dark regions, where L1 barely sees it.
     ssim_weight: Weight = 0.0

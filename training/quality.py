@@ -184,7 +184,7 @@ def decide(gate: GateConfig, challenger: dict[str, float], incumbent: dict[str, 
     if gate.no_harm:
         for name, (ours, base) in (per_set or {}).items():
             if not better(gate.metric, ours, base) >= 0:
-                return Decision(False, f"harms {name}: {gate.metric} {ours:.4f} against its baseline's {base:.4f}")
+                return Decision(False, f"harms {name}: {gate.metric} {ours:.4f} against the baseline's {base:.4f}")
     deltas = {name: better(name, challenger[name], incumbent[name]) for name in names}
     gain = deltas[gate.metric]
     if not gain >= gate.margin:

@@ -52,6 +52,7 @@ def tiny_params() -> dict:
                     "model": {"channels": 4, "residual_blocks": 1}, "optim": {"steps": 4, "batch_size": 2}},
     }
     params["train"].update(tasks=["sr_x4", "denoise"], cpus_per_worker=1, checkpoint_every=2, log_every=2, loader_workers=0)
+    params["compare"] = {}  # its sheet names models this project does not train
     params["evaluate"]["sets"] = {"Set5": "data/raw/Set5"}
     # Four images: ingest and shard in the stage's own process (a plain `dvc repro` stage would
     # start a Ray of its own for each, ~10 s apiece). The data on Ray: test_stack.py, test_data_engine.py.

@@ -40,6 +40,7 @@ def stack(tmp_path_factory, prefect_harness):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["tasks"] = {TASK: params["tasks"][TASK]}
     params["train"]["tasks"] = [TASK]
+    params["compare"] = {}  # its sheet names models this project does not train
     params["train"].update(workers=2, checkpoint_every=2, max_failures=2)  # one worker per Ray node
     params["data"]["engine"] = "ray"  # ingest and shard on the stack's Ray cluster too
     params["profiles"]["stack"] = profile(ports)

@@ -189,3 +189,27 @@ def test_an_image_the_baseline_reproduces_exactly_is_left_out_with_its_reason(pa
         assert [s["name"] for s in one["skipped"]] == ["flat"]
         assert "reproduce it exactly (PSNR infinite)" in one["skipped"][0]["reason"]
     assert list(report["levels"]) == ["flat-sigma1", "flat-sigma2", "flat-sigma3"]
+
+
+def test_a_model_of_another_task_is_scored_on_this_tasks_inputs_only_when_asked(params_file, tmp_path):
+    """How sr_x4 (clean bicubic inputs) copes with sr_x4_real's second-order inputs: --any-task."""
+    from training.models import ResNetConfig, build_transform_net
+
+    cfg = ResNetConfig(channels=8, residual_blocks=1)
+    model = build_transform_net(cfg, 4)  # untrained: its zero tail returns the bicubic upscale
+    (tmp_path / "m").mkdir()
+    torch.save({"task": "sr_x4", "scale": 4, "model_config": cfg.model_dump(mode="json"), "model": model.state_dict(),
+                "step": 0}, tmp_path / "m" / "model.pt")
+    args = ("--params", str(params_file), "evaluate", "--task", "sr_x4_real", "--model", str(tmp_path / "m"),
+            "--images", str(SHARED / "datasets" / "Set5"), "--json")
+    refused = percept(*args)
+    assert refused.returncode == 1 and "was trained for task 'sr_x4', not 'sr_x4_real'" in refused.stderr
+    out = percept(*args, "--any-task")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["model"].endswith("m (sr_x4)") and report["images"] == 5
+    # torch's bicubic (the net's skip) and MATLAB's (the baseline) differ a little: close, not equal
+    assert abs(report["psnr_y"] - report["baseline"]["psnr_y"]) < 0.5
+    stage = percept("--params", str(params_file), "evaluate", "--task", "sr_x4_real", "--model", str(tmp_path / "m"),
+                    "--any-task")
+    assert stage.returncode == 1 and "--any-task needs --images" in stage.stderr

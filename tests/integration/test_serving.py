@@ -75,6 +75,7 @@ def project(tmp_path_factory) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["tasks"] = {TASK: {**params["tasks"][TASK], "model": {"channels": 8, "residual_blocks": 1}}}
     params["train"]["tasks"] = [TASK]
+    params["compare"] = {}  # its sheet names models this project does not train
     params["mlflow"]["experiment"] = "serve-test"  # the default, relative mlflow.db and mlartifacts
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     cfg, paths = parse_config(params), Paths(root)

@@ -100,6 +100,10 @@ def test_pixel_losses_by_hand():
     b = torch.tensor([[[[1.0, -3.0], [0.0, 2.0]]]])
     assert pixel_loss(a, b, "l1").item() == pytest.approx((1 + 3 + 0 + 2) / 4)
     assert pixel_loss(a, b, "mse").item() == pytest.approx((1 + 9 + 0 + 4) / 4)
+    # psnr: the mean over images of 10 log10(MSE): each image's -PSNR on the [0, 1] scale
+    two_a, two_b = torch.cat([a, a]), torch.cat([b, a.clone()])  # the second image exact
+    expected = (10 * math.log10((1 + 9 + 0 + 4) / 4 + 1e-8) + 10 * math.log10(1e-8)) / 2
+    assert pixel_loss(two_a, two_b, "psnr").item() == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="unknown pixel loss"):
         pixel_loss(a, b, "huber")
 
