@@ -70,10 +70,7 @@ class BicubicDownscale(Degradation):
         return self.scale
 
     def __call__(self, target: np.ndarray, seed: int) -> np.ndarray:
-        check_uint8_rgb(target)
-        h, w = target.shape[:2]
-        if h % self.scale or w % self.scale:
-            raise ValueError(f"target {w}x{h} is not a multiple of the scale {self.scale}: mod-crop it first")
+        h, w = check_sr_target(target, self.scale)
         if self.blur_sigma is not None:
             blur = A.GaussianBlur(blur_limit=0, sigma_limit=(self.blur_sigma, self.blur_sigma), p=1.0)
             target = blur(image=target)["image"]
@@ -109,6 +106,9 @@ class LevelledDegradation(Degradation):
     drawn per sample from the sample's seed (blind restoration: one model for every level)."""
 
     level_key: ClassVar[str]
+    # The share of samples left clean (input = target): a blind net that also sees clean inputs
+    # learns to leave them alone, where it would otherwise smooth a nearly clean photo.
+    clean_prob: float = Field(0.0, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> LevelledDegradation:
@@ -127,8 +127,21 @@ class LevelledDegradation(Degradation):
         return low != high
 
     def at(self, level: float) -> LevelledDegradation:
-        """The same degradation at one fixed level (evaluation per level)."""
-        return type(self)(**{**self.model_dump(), self.level_key: level})
+        """The same degradation at one fixed level, every sample degraded (evaluation per level)."""
+        return type(self)(**{**self.model_dump(), self.level_key: level, "clean_prob": 0.0})
+
+    def __call__(self, target: np.ndarray, seed: int) -> np.ndarray:
+        check_uint8_rgb(target)
+        # its own stream of the seed: the level drawn for a degraded sample does not depend on it
+        if self.clean_prob and np.random.default_rng([seed, CLEAN_STREAM]).random() < self.clean_prob:
+            return target.copy()
+        return self.degrade(target, seed)
+
+    def degrade(self, target: np.ndarray, seed: int) -> np.ndarray:
+        return super().__call__(target, seed)
+
+
+CLEAN_STREAM = 0xC1EA
 
 
 class GaussianNoise(LevelledDegradation):
@@ -166,8 +179,7 @@ class JpegCompression(LevelledDegradation):
     level_key: ClassVar[str] = "quality"
     quality: Level(int, ge=1, le=100) = 10
 
-    def __call__(self, target: np.ndarray, seed: int) -> np.ndarray:
-        check_uint8_rgb(target)
+    def degrade(self, target: np.ndarray, seed: int) -> np.ndarray:
         low, high = self.levels
         return jpeg_roundtrip(target, int(np.random.default_rng(seed).integers(int(low), int(high) + 1)))
 
@@ -205,6 +217,15 @@ class Identity(Degradation):
     def __call__(self, target: np.ndarray, seed: int) -> np.ndarray:
         check_uint8_rgb(target)
         return target.copy()
+
+
+def check_sr_target(target: np.ndarray, scale: int) -> tuple[int, int]:
+    """(height, width) of an SR target that ``scale`` divides; a clear error otherwise."""
+    check_uint8_rgb(target)
+    h, w = target.shape[:2]
+    if h % scale or w % scale:
+        raise ValueError(f"target {w}x{h} is not a multiple of the scale {scale}: mod-crop it first")
+    return h, w
 
 
 def check_uint8_rgb(image: np.ndarray) -> None:

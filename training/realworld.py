@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from training.degradations import Degradation, check_uint8_rgb, jpeg_roundtrip
+from training.degradations import Degradation, check_sr_target, jpeg_roundtrip
 from training.kernels import anisotropic_kernel, sinc_kernel
 
 KERNELS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
@@ -145,10 +145,7 @@ class SecondOrder(Degradation):
         return self.scale
 
     def __call__(self, target: np.ndarray, seed: int) -> np.ndarray:
-        check_uint8_rgb(target)
-        h, w = target.shape[:2]
-        if h % self.scale or w % self.scale:
-            raise ValueError(f"target {w}x{h} is not a multiple of the scale {self.scale}: mod-crop it first")
+        h, w = check_sr_target(target, self.scale)
         rng = np.random.default_rng(seed)
         low = (h // self.scale, w // self.scale)
         img = target.astype(np.float32) / 255.0

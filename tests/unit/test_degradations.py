@@ -108,7 +108,18 @@ def test_a_blind_degradation_evaluates_at_one_level(cls, key, blind, level, imag
     one = d.at(level)
     assert not one.blind and one.levels == (level, level)
     assert np.array_equal(one(image, seed=5), cls(**{key: level})(image, seed=5))
-    assert cls(**{key: level}).describe() == {"kind": cls.kind, key: level}  # a fixed level is written as a number
+    assert cls(**{key: level}).describe() == {"kind": cls.kind, key: level, "clean_prob": 0.0}  # written as a number
+
+
+def test_clean_prob_leaves_that_share_of_samples_untouched(image):
+    d = deg.JpegCompression(quality=[10, 95], clean_prob=0.3)
+    outs = [d(image, seed=s) for s in range(200)]
+    clean = sum(np.array_equal(o, image) for o in outs)
+    assert 40 <= clean <= 80  # about 0.3 of 200
+    # the degraded ones are what the same seed gives without clean_prob; at one level, none is clean
+    plain = deg.JpegCompression(quality=[10, 95])
+    assert all(np.array_equal(o, plain(image, seed=s)) for s, o in enumerate(outs) if not np.array_equal(o, image))
+    assert not any(np.array_equal(d.at(90)(image, seed=s), image) for s in range(20))
 
 
 def test_reversed_or_out_of_bounds_ranges_are_refused():
