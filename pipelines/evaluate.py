@@ -57,6 +57,11 @@ class EvalSet:
     folder: Path
     level: float | None = None
 
+    def metrics(self, reported: tuple[str, ...]) -> tuple[str, ...]:
+        """What this set is scored by: at a fixed level, the metrics that need no network (PSNR,
+        SSIM: what the gate's harm rule reads), which is most of the cost saved."""
+        return reported if self.level is None else tuple(n for n in reported if not METRICS[n].network)
+
 
 def eval_sets(task: str, cfg: Config, folders: dict[str, Path]) -> list[EvalSet]:
     """Each folder as it is, then at each of the task's evaluation levels (``Config.eval_levels``)."""
@@ -170,10 +175,12 @@ def _mean(values: list[float]) -> float:
 
 
 def evaluate_images(task: str, predictor: Predictor, images: list[EvalImage], cfg: Config, image_set: str,
-                    tools: Instruments, progress: bool = True) -> tuple[dict[str, Any], np.ndarray]:
-    """(report, comparison sheet) of ``predictor`` and the task's baseline on ``images``; the files
-    ``load_image_set`` skipped (``images.skipped``) are listed under ``skipped``."""
-    names = cfg.reported_metrics(task)
+                    tools: Instruments, progress: bool = True,
+                    metrics: tuple[str, ...] | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    """(report, comparison sheet) of ``predictor`` and the task's baseline on ``images``, by
+    ``metrics`` (default: all the task reports); the files ``load_image_set`` skipped
+    (``images.skipped``) are listed under ``skipped``."""
+    names = metrics or cfg.reported_metrics(task)
     scale = cfg.degradation(task).input_scale
     base = baseline(task, scale)
     per_image, rows, skipped = [], [], list(getattr(images, "skipped", []))
@@ -278,7 +285,8 @@ def run(task: str, model: str, cfg: Config, paths, images: Path | None = None, o
     reports, written = {}, []
     for one in sets:
         images_at = load_image_set(one.folder, task, cfg, one.level)
-        report, sheet = evaluate_images(task, predictor, images_at, cfg, one.name, tools, progress)
+        report, sheet = evaluate_images(task, predictor, images_at, cfg, one.name, tools, progress,
+                                        one.metrics(cfg.reported_metrics(task)))
         if stamp:
             report.update(weights_sha256=stamp, settings_sha256=settings_sha256(task, cfg, one.folder))
         reports[one.name] = report

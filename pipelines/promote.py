@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 def pooled(reports: list[dict[str, Any]], names: tuple[str, ...], key: str | None = None) -> dict[str, float]:
     """Means over every image of every set (``key="baseline"``: the baseline's figures)."""
     rows = [r[key] if key else r for report in reports for r in report["per_image"]]
-    return {n: float(np.mean([row[n] for row in rows])) for n in names}
+    # a metric that needs a network is not scored at a blind task's levels: pooled where it is
+    return {n: float(np.mean([row[n] for row in rows if n in row])) for n in names}
 
 
 class Evaluator:
@@ -47,15 +48,17 @@ class Evaluator:
         self.task, self.cfg, self.paths, self.tracking_uri = task, cfg, paths, tracking_uri
 
     @cached_property
-    def inputs(self) -> tuple[dict[str, list], Any]:
-        return ({s.name: load_image_set(s.folder, self.task, self.cfg, s.level) for s in sets(self.task, self.cfg, self.paths)},
+    def inputs(self) -> tuple[list[tuple[EvalSet, list]], Any]:
+        return ([(s, load_image_set(s.folder, self.task, self.cfg, s.level)) for s in sets(self.task, self.cfg, self.paths)],
                 instruments(self.task, self.cfg, self.paths.root))
 
     def __call__(self, uri: str) -> list[dict[str, Any]]:
         images, tools = self.inputs
         cfg, scale = self.cfg, self.cfg.degradation(self.task).input_scale
         predictor = load_predictor(uri, self.task, scale, cfg.evaluate.tile, cfg.evaluate.overlap, self.tracking_uri)
-        return [evaluate_images(self.task, predictor, imgs, cfg, name, tools, progress=False)[0] for name, imgs in images.items()]
+        reported = cfg.reported_metrics(self.task)
+        return [evaluate_images(self.task, predictor, imgs, cfg, s.name, tools, False, s.metrics(reported))[0]
+                for s, imgs in images]
 
 
 def sets(task: str, cfg: Config, paths: Paths) -> list[EvalSet]:

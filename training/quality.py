@@ -39,6 +39,9 @@ class Metric:
     fn: Callable[[np.ndarray, np.ndarray, ScoreContext], float]
     # Unary metrics describe the output alone (colourfulness); the report also gives the target's.
     unary: bool = False
+    # Needs a network (VGG features, LPIPS, the task's loss): the costly part of a whole-image
+    # evaluation, left out at a blind task's fixed levels, which are judged by PSNR and SSIM.
+    network: bool = False
 
 
 def _feature(out: np.ndarray, target: np.ndarray, ctx: ScoreContext) -> float:
@@ -69,13 +72,13 @@ METRICS: dict[str, Metric] = {
         Metric("ssim_y", True, lambda o, t, c: m.ssim_y(o, t, c.crop)),  # Y always: see training.metrics
         Metric("psnr", True, lambda o, t, c: m.psnr(o, t, c.crop)),
         Metric("ssim", True, lambda o, t, c: m.ssim(o, t, c.crop)),
-        Metric("feature_distance", False, _feature),
-        Metric("lpips", False, _lpips),  # reported by every task when evaluate.lpips names its files
+        Metric("feature_distance", False, _feature, network=True),
+        Metric("lpips", False, _lpips, network=True),  # reported by every task when evaluate.lpips names its files
         # The task's own weighted training loss on whole images (style transfer is judged by it):
         # content = the feature reconstruction part against the content image.
-        Metric("content_loss", False, _loss_part("feature")),
-        Metric("style_loss", False, _loss_part("style")),
-        Metric("perceptual_total", False, _loss_part("total")),
+        Metric("content_loss", False, _loss_part("feature"), network=True),
+        Metric("style_loss", False, _loss_part("style"), network=True),
+        Metric("perceptual_total", False, _loss_part("total"), network=True),
         Metric("colourfulness", True, lambda o, t, c: m.colourfulness(o), unary=True),
     )
 }

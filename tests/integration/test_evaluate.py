@@ -72,6 +72,8 @@ def test_same_size_task_on_mixed_modes_reports_rgb_figures_and_the_input(params_
     assert 18 < levels["mixed-sigma25"]["psnr"] < 24  # Gaussian noise of sigma 25 on 8 bits: ~20.2 dB before clipping
     assert levels["mixed-sigma10"]["psnr"] > levels["mixed-sigma25"]["psnr"] + 6 > levels["mixed-sigma50"]["psnr"] + 6 + 4
     assert all(r["psnr"] == r["baseline"]["psnr"] and r["images"] == 4 for r in levels.values())
+    # the levels are judged by PSNR and SSIM: no VGG pass there (most of an evaluation's cost)
+    assert all({"psnr", "ssim"} <= set(r) and "feature_distance" not in r for r in levels.values())
 
 
 def test_colorize_leaves_out_gray_targets_which_would_score_the_gray_input_infinitely(params_file, tmp_path):
