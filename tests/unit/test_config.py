@@ -40,6 +40,9 @@ def test_shipped_params_load_typed(raw):
     assert isinstance(sr.degradation, BicubicDownscale) and sr.degradation.input_scale == 4
     assert isinstance(cfg.task("denoise").degradation, GaussianNoise)
     assert cfg.task("denoise").degradation.levels == (0.0, 50.0)  # blind by default
+    assert cfg.eval_levels("jpeg") == (10, 30, 60, 90) and cfg.eval_levels("sr_x4") == ()
+    # the RealSRSet sheet: a task's name stands for its models/ folder, a baseline for itself
+    assert cfg.compare_models("RealSRSet") == ["bicubic", "models/sr_x4", "models/sr_x4_real"]
     assert cfg.largest_patch == max(t["patch_size"] for t in raw["tasks"].values())
     assert cfg.task("style_wave").options.style_image.endswith("the-wave.jpg")
     assert cfg.task("style_candy").entry is TASKS["style"]
