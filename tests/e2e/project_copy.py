@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import yaml
+from tests.shared_data import DATASETS, WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "datasets"
 COPY = ["pipelines", "training", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvcignore", ".gitignore"]
 
 
@@ -20,7 +20,7 @@ def tiny_datasets(folder: Path) -> Path:
         (folder / name / "HR").mkdir(parents=True)
         lines = []
         for f in files:
-            data = (SHARED / name / "HR" / f"{f}.png").read_bytes()
+            data = (DATASETS / name / "HR" / f"{f}.png").read_bytes()
             (folder / name / "HR" / f"{f}.png").write_bytes(data)
             lines.append(f"{hashlib.sha256(data).hexdigest()}  HR/{f}.png")
         (folder / name / "SHA256SUMS").write_text("\n".join(lines) + "\n")
@@ -71,7 +71,7 @@ def tiny_project(base: Path) -> tuple[Path, dict[str, str]]:
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "PERCEPT_DATASETS": str(tiny_datasets(base / "datasets")),
-        "PERCEPT_WEIGHTS": str(ROOT.parent / "shared" / "weights"),
+        "PERCEPT_WEIGHTS": str(WEIGHTS),
         "PREFECT_API_URL": PREFECT_API_URL.value(),  # the test server: no temporary server per stage
         "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
     }  # fmt: skip

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from tests.e2e.project_copy import ROOT, copy_project, tiny_datasets
+from tests.shared_data import DATASETS, WEIGHTS
 
 pytestmark = pytest.mark.e2e
-SHARED = ROOT.parent / "shared"
 
 
 def retrain_params(incoming: Path) -> dict:
@@ -42,9 +42,9 @@ def project(tmp_path_factory, prefect_harness):
     copy_project(repo)
     incoming = base / "incoming"
     incoming.mkdir()
-    shutil.copyfile(SHARED / "datasets" / "T91" / "HR" / "t6.png", incoming / "t6.png")
+    shutil.copyfile(DATASETS / "T91" / "HR" / "t6.png", incoming / "t6.png")
     (repo / "params.yaml").write_text(yaml.safe_dump(retrain_params(incoming), sort_keys=False))
-    env = {"PERCEPT_DATASETS": str(tiny_datasets(base / "datasets")), "PERCEPT_WEIGHTS": str(SHARED / "weights"),
+    env = {"PERCEPT_DATASETS": str(tiny_datasets(base / "datasets")), "PERCEPT_WEIGHTS": str(WEIGHTS),
            "PREFECT_API_URL": PREFECT_API_URL.value()}
     git_env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
@@ -95,7 +95,7 @@ def test_retrain_lifecycle(project):
 
     # A new image lands in the source, and the recipe is a bad one (a huge learning rate): the new
     # model is registered, judged worse than the champion, and not promoted.
-    shutil.copyfile(SHARED / "datasets" / "T91" / "HR" / "t7.png", incoming / "t7.png")
+    shutil.copyfile(DATASETS / "T91" / "HR" / "t7.png", incoming / "t7.png")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["tasks"]["sr_x4"]["optim"].update(lr=0.5, steps=10)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

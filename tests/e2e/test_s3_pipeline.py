@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from tests.e2e.project_copy import ROOT, copy_project
+from tests.shared_data import DATASETS, WEIGHTS
 
 pytestmark = pytest.mark.e2e
-SHARED = ROOT.parent / "shared"
 PREFIX = "team/percept"
 TRAIN, VAL = ("t1", "t2", "t3", "t5"), ("bird", "butterfly")
 
@@ -33,7 +33,7 @@ def s3_params(endpoint: str, bucket: str) -> dict:
     """Tiny sr_x4 settings whose only S3 knobs are the endpoint, the bucket and the prefix."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     val_files = [{"uri": f"s3://{bucket}/raw/Set5/{n}.png",
-                  "sha256": hashlib.sha256((SHARED / "datasets" / "Set5" / "HR" / f"{n}.png").read_bytes()).hexdigest()}
+                  "sha256": hashlib.sha256((DATASETS / "Set5" / "HR" / f"{n}.png").read_bytes()).hexdigest()}
                  for n in VAL]
     params["acquire"]["collections"] = [{"name": "Set5", "files": val_files}]  # fetched with boto3
     params["ingest"]["sources"] = [{"uri": f"s3://{bucket}/raw/T91/", "split": "train"},  # listed with boto3
@@ -58,7 +58,7 @@ def stack(tmp_path_factory, s3_server, prefect_harness):
     s3.create_bucket(Bucket=bucket)
     for split, names in (("T91", TRAIN), ("Set5", VAL)):
         for n in names:
-            s3.put_object(Bucket=bucket, Key=f"raw/{split}/{n}.png", Body=(SHARED / "datasets" / split / "HR" / f"{n}.png").read_bytes())
+            s3.put_object(Bucket=bucket, Key=f"raw/{split}/{n}.png", Body=(DATASETS / split / "HR" / f"{n}.png").read_bytes())
     base = tmp_path_factory.mktemp("s3")
     repo = copy_project(base / "percept")
     (repo / "params.yaml").write_text(yaml.safe_dump(s3_params(s3_server.endpoint_url, bucket), sort_keys=False))
@@ -67,7 +67,7 @@ def stack(tmp_path_factory, s3_server, prefect_harness):
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
         "AWS_CONFIG_FILE": str(base / "no-aws-config"), "AWS_SHARED_CREDENTIALS_FILE": str(base / "no-aws-credentials"), "NO_PROXY": "127.0.0.1,localhost",
-        "PERCEPT_WEIGHTS": str(SHARED / "weights"), "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PERCEPT_WEIGHTS": str(WEIGHTS), "PREFECT_API_URL": PREFECT_API_URL.value(),
         "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
     }
     run = lambda *cmd, cwd=repo: subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)  # noqa: E731

@@ -25,9 +25,9 @@ import yaml
 
 from pipelines.stack import Process, wait_for_url
 from tests.e2e.project_copy import ROOT, copy_project, tiny_datasets
+from tests.shared_data import DATASETS, WEIGHTS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.scheduled]
-SHARED = ROOT.parent / "shared"
 BIN = Path(sys.executable).parent
 DEPLOYMENT = "retrain/percept-weekly"
 
@@ -64,7 +64,7 @@ def project(tmp_path_factory, prefect_api):
     repo = copy_project(base / "percept")
     incoming = base / "incoming"
     incoming.mkdir()
-    shutil.copyfile(SHARED / "datasets" / "T91" / "HR" / "t6.png", incoming / "t6.png")
+    shutil.copyfile(DATASETS / "T91" / "HR" / "t6.png", incoming / "t6.png")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["acquire"]["collections"] = [{"name": "T91", "dataset": "T91"}, {"name": "Set5", "dataset": "Set5"}]
     params["ingest"]["sources"] = [{"uri": "data/raw/T91", "split": "train"}, {"uri": str(incoming), "split": "train"},
@@ -79,7 +79,7 @@ def project(tmp_path_factory, prefect_api):
     params["retrain"]["cron"] = "* * * * *"  # test only: due within a minute
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PREFECT_API_URL": prefect_api,
-           "PERCEPT_DATASETS": str(tiny_datasets(base / "datasets")), "PERCEPT_WEIGHTS": str(SHARED / "weights"),
+           "PERCEPT_DATASETS": str(tiny_datasets(base / "datasets")), "PERCEPT_WEIGHTS": str(WEIGHTS),
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
@@ -154,7 +154,7 @@ def test_percept_schedule_runs_fire_and_complete(project, prefect_api, tmp_path)
         assert registered_versions(repo) == [1]
         # A new image lands; a later scheduled run sees it. (The run after the second may already
         # have read the folder before the copy, so wait for the first retrain after it.)
-        shutil.copyfile(SHARED / "datasets" / "T91" / "HR" / "t7.png", incoming / "t7.png")
+        shutil.copyfile(DATASETS / "T91" / "HR" / "t7.png", incoming / "t7.png")
         done = wait_for_runs(prefect_api, 3, timeout=420, process=schedule,
                              until=lambda runs: any(note == "# Retrain: retrained" for _, note in runs[2:]))
     finally:

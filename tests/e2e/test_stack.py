@@ -25,6 +25,7 @@ import yaml
 
 from pipelines.stack import Ports, Stack, profile
 from tests.e2e.project_copy import ROOT, tiny_project
+from tests.shared_data import WEIGHTS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 BIN = Path(sys.executable).parent
@@ -46,7 +47,7 @@ def stack(tmp_path_factory, prefect_harness):
     params["profiles"]["stack"] = profile(ports)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     services = Stack(base / "services", project=repo, ports=ports, datasets=base / "datasets",
-                     weights=ROOT.parent / "shared" / "weights")
+                     weights=WEIGHTS)
     try:
         with services:
             yield repo, services

@@ -25,11 +25,10 @@ from typing import Any
 import pytest
 
 from pipelines.config import deep_merge
+from tests.shared_data import DATASETS, WEIGHTS
 
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
-DATASETS = SHARED / "datasets"
-VGG_WEIGHTS = SHARED / "weights" / "vgg_normalised_conv3_1.pth"
+VGG_WEIGHTS = WEIGHTS / "vgg_normalised_conv3_1.pth"
 TRAIN_IMAGES = ["t1", "t2", "t3", "t5", "t6", "tt1"]
 VAL_IMAGES = ["butterfly", "head"]  # the two smallest of Set5 (256 and 280 px): quick validation
 PATCHES_PER_IMAGE = 4

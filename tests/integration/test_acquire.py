@@ -15,11 +15,11 @@ import pytest
 
 from pipelines.acquire import AcquireError, acquire
 from pipelines.paths import DATASETS_ENV, Paths
+from tests.shared_data import DATASETS, WEIGHTS
 
 pytestmark = pytest.mark.integration
 
-SHARED_DATASETS = Path("/work/shared/datasets")  # read only
-SET5 = SHARED_DATASETS / "Set5" / "HR"
+SET5 = DATASETS / "Set5" / "HR"
 MINI = ("baby.png", "bird.png", "butterfly.png")
 
 
@@ -85,7 +85,7 @@ def test_dataset_copied_byte_equal(acquired, datasets):
 
 
 def test_shared_set5_verifies(tmp_path, monkeypatch, make_config):
-    monkeypatch.setenv(DATASETS_ENV, str(SHARED_DATASETS))
+    monkeypatch.setenv(DATASETS_ENV, str(DATASETS))
     paths = Paths(root=tmp_path / "project")
     assert acquire(dataset_config(make_config, "Set5"), paths) == {"Set5": 5}
     assert tree(paths.raw / "Set5") == {f"HR/{p.name}": p.read_bytes() for p in sorted(SET5.iterdir())}
@@ -436,7 +436,6 @@ def test_two_files_with_one_name_are_refused(tmp_path, make_config):
 # --------------------------------------------------------------------------------------------
 # pretrained weights
 
-WEIGHTS = Path(__file__).resolve().parents[3] / "shared" / "weights"
 VGG = "vgg_normalised_conv3_1.pth"
 
 

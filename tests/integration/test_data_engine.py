@@ -13,10 +13,10 @@ from pipelines.config import parse_config
 from pipelines.ingest import ingest_flow
 from pipelines.paths import Paths
 from pipelines.shard import shard_flow
+from tests.shared_data import DATASETS
 
 pytestmark = pytest.mark.integration
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 TRAIN = ["t1", "t2", "t3", "t5", "t6", "tt1", "tt2", "tt3"]
 VAL = ["butterfly", "head"]
 
@@ -40,7 +40,7 @@ def raw(tmp_path_factory) -> Path:
     for split, names, folder in (("train", TRAIN, "T91"), ("val", VAL, "Set5")):
         (root / split).mkdir()
         for name in names:
-            shutil.copyfile(SHARED / folder / "HR" / f"{name}.png", root / split / f"{name}.png")
+            shutil.copyfile(DATASETS / folder / "HR" / f"{name}.png", root / split / f"{name}.png")
     shutil.copyfile(root / "train" / "t1.png", root / "train" / "t1-copy.png")  # a duplicate
     (root / "train" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a reject
     return root

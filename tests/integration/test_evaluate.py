@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from tests.shared_data import DATASETS, WEIGHTS
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared"
 
 
 def percept(*args, cwd=ROOT):
@@ -24,7 +24,7 @@ def percept(*args, cwd=ROOT):
 def params_file(tmp_path_factory) -> Path:
     """The shipped params with the feature network read straight from ../shared/weights."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["feature_net"]["weights"] = str(SHARED / "weights" / "vgg_normalised_conv3_1.pth")
+    params["feature_net"]["weights"] = str(WEIGHTS / "vgg_normalised_conv3_1.pth")
     path = tmp_path_factory.mktemp("params") / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -32,7 +32,7 @@ def params_file(tmp_path_factory) -> Path:
 
 def test_bicubic_on_set5_reproduces_the_published_figures_as_json(params_file, tmp_path):
     out = percept("--params", str(params_file), "evaluate", "--task", "sr_x4", "--model", "bicubic",
-                  "--images", str(SHARED / "datasets" / "Set5"), "--json", "--out", str(tmp_path / "report"))
+                  "--images", str(DATASETS / "Set5"), "--json", "--out", str(tmp_path / "report"))
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)  # stdout holds the JSON object and nothing else
     assert report["task"] == "sr_x4" and report["model"] == "bicubic" and report["images"] == 5
@@ -164,13 +164,13 @@ def test_a_model_file_for_another_task_or_missing_is_refused(params_file, tmp_pa
     torch.save({"task": "sr_x4", "scale": 4, "model_config": net.cfg.model_dump(mode="json"), "model": net.state_dict()},
                tmp_path / "model.pt")
     out = percept("--params", str(params_file), "evaluate", "--task", "sr_x8", "--model", str(tmp_path),
-                  "--images", str(SHARED / "datasets" / "Set5"))
+                  "--images", str(DATASETS / "Set5"))
     assert out.returncode == 1 and "trained for task 'sr_x4', not 'sr_x8'" in out.stderr
     out = percept("--params", str(params_file), "evaluate", "--task", "sr_x4", "--model", str(tmp_path / "nope"),
-                  "--images", str(SHARED / "datasets" / "Set5"))
+                  "--images", str(DATASETS / "Set5"))
     assert out.returncode == 1 and "no such model file or folder" in out.stderr
     out = percept("--params", str(params_file), "evaluate", "--task", "sr_x4", "--model", "identity",
-                  "--images", str(SHARED / "datasets" / "Set5"))
+                  "--images", str(DATASETS / "Set5"))
     assert out.returncode == 1 and "the baseline of sr_x4 is 'bicubic'" in out.stderr
 
 
@@ -203,7 +203,7 @@ def test_a_model_of_another_task_is_scored_on_this_tasks_inputs_only_when_asked(
     torch.save({"task": "sr_x4", "scale": 4, "model_config": cfg.model_dump(mode="json"), "model": model.state_dict(),
                 "step": 0}, tmp_path / "m" / "model.pt")
     args = ("--params", str(params_file), "evaluate", "--task", "sr_x4_real", "--model", str(tmp_path / "m"),
-            "--images", str(SHARED / "datasets" / "Set5"), "--json")
+            "--images", str(DATASETS / "Set5"), "--json")
     refused = percept(*args)
     assert refused.returncode == 1 and "was trained for task 'sr_x4', not 'sr_x4_real'" in refused.stderr
     out = percept(*args, "--any-task")

@@ -17,10 +17,10 @@ import yaml
 
 from pipelines.config import parse_config
 from pipelines.paths import Paths
+from tests.shared_data import DATASETS, WEIGHTS
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared"
 TASK = "sr_x4"
 
 
@@ -32,7 +32,7 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("registry-project")
     (root / "val").mkdir()
     for name in ("butterfly", "head"):
-        with Image.open(SHARED / "datasets" / "Set5" / "HR" / f"{name}.png") as img:
+        with Image.open(DATASETS / "Set5" / "HR" / f"{name}.png") as img:
             img.crop((80, 80, 176, 176)).save(root / "val" / f"{name}.png")
     (root / "data" / "shards" / TASK).mkdir(parents=True)
     (root / "data" / "shards" / TASK / "index.json").write_text('{"task": "sr_x4"}\n')
@@ -40,7 +40,7 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
     params["tasks"] = {TASK: {**params["tasks"][TASK], "model": {"channels": 8, "residual_blocks": 1}}}
     params["train"]["tasks"] = [TASK]
     params["compare"] = {}  # its sheet names models this project does not train
-    params["feature_net"]["weights"] = str(SHARED / "weights" / "vgg_normalised_conv3_1.pth")
+    params["feature_net"]["weights"] = str(WEIGHTS / "vgg_normalised_conv3_1.pth")
     params["evaluate"] = {"sets": {"val": str(root / "val")}}
     params["mlflow"] = {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "artifact_location": str(root / "mlartifacts"),
                         "experiment": "registry-test"}

@@ -18,10 +18,10 @@ from PIL import Image
 from pipelines import s3 as s3lib
 from pipelines.ingest import decode_all, ingest_flow, list_all
 from pipelines.paths import Paths
+from tests.shared_data import DATASETS
 
 pytestmark = pytest.mark.integration
 
-DATASETS = Path("/work/shared/datasets")  # read only
 SET5 = DATASETS / "Set5" / "HR"
 T91 = DATASETS / "T91" / "HR"
 

@@ -31,10 +31,10 @@ from PIL import Image
 
 from pipelines.config import parse_config
 from pipelines.paths import Paths
+from tests.shared_data import DATASETS
 
 pytestmark = [pytest.mark.integration, pytest.mark.serving]
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
 TASK = "sr_x4"
 README_PORT = "5001"
 
@@ -69,7 +69,7 @@ def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("serve-project")
     (root / ".venv").symlink_to(REPO / ".venv")
     (root / "data" / "raw" / "Set5" / "HR").mkdir(parents=True)
-    shutil.copyfile(SHARED / "datasets" / "Set5" / "HR" / "baby.png", root / "data" / "raw" / "Set5" / "HR" / "baby.png")
+    shutil.copyfile(DATASETS / "Set5" / "HR" / "baby.png", root / "data" / "raw" / "Set5" / "HR" / "baby.png")
     (root / "data" / "shards" / TASK).mkdir(parents=True)
     (root / "data" / "shards" / TASK / "index.json").write_text('{"task": "sr_x4"}\n')
     params = yaml.safe_load((REPO / "params.yaml").read_text())

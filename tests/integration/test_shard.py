@@ -16,9 +16,9 @@ from pipelines.paths import Paths
 from pipelines.shard import shard_flow
 from training.imresize import imresize_uint8
 from training.shards import pair_dataset, shard_urls
+from tests.shared_data import DATASETS
 
 pytestmark = pytest.mark.integration
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 TRAIN = ["t1", "t2", "t3", "t5", "t6", "tt1"]
 VAL = ["baby", "bird", "butterfly", "head", "woman"]
 
@@ -44,7 +44,7 @@ def ingested(tmp_path_factory, prefect_harness):
     for split, names, folder in (("train", TRAIN, "T91"), ("val", VAL, "Set5")):
         (root / "raw" / split).mkdir(parents=True)
         for n in names:
-            shutil.copyfile(SHARED / folder / "HR" / f"{n}.png", root / "raw" / split / f"{n}.png")
+            shutil.copyfile(DATASETS / folder / "HR" / f"{n}.png", root / "raw" / split / f"{n}.png")
     ingest_flow(make_cfg(root), Paths(root))
     return root
 

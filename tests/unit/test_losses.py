@@ -25,11 +25,11 @@ from training.losses import (
     total_variation_loss,
 )
 from training.vgg import FeatureNet, FeatureNetConfig, load_feature_net
+from tests.shared_data import DATASETS, WEIGHTS
 
 pytestmark = pytest.mark.unit
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
-REAL = SHARED / "weights" / "vgg_normalised_conv3_1.pth"  # read only
+REAL = WEIGHTS / "vgg_normalised_conv3_1.pth"  # read only
 ALL = ("relu1_1", "relu1_2", "relu2_1", "relu2_2", "relu3_1")
 
 
@@ -222,9 +222,9 @@ def test_train_mode_keeps_the_feature_net_in_eval(random_net):
 def test_perceptual_loss_on_the_real_weights():
     """Real VGG features: 0 for the target itself, and more blur costs more."""
     net = load_feature_net(FeatureNetConfig(weights=str(REAL)), LossConfig(style_weight=1e3).needed_layers)
-    style = load_rgb(SHARED / "datasets" / "styles" / "the-wave.jpg", 64)
+    style = load_rgb(DATASETS / "styles" / "the-wave.jpg", 64)
     loss_fn = PerceptualLoss(LossConfig(feature_weight=1.0, style_weight=1e3), net, style_image=style)
-    target = load_rgb(SHARED / "datasets" / "Set5" / "HR" / "butterfly.png", 64)[None]
+    target = load_rgb(DATASETS / "Set5" / "HR" / "butterfly.png", 64)[None]
     blur = lambda x, k: torch.nn.functional.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)  # noqa: E731
     assert loss_fn(target, target)[1]["feature"] == 0
     light, heavy = loss_fn(blur(target, 3), target)[1], loss_fn(blur(target, 7), target)[1]

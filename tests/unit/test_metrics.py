@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from training.metrics import psnr, psnr_y, rgb_to_y
+from tests.shared_data import DATASETS
 
 pytestmark = pytest.mark.unit
 
@@ -58,15 +59,13 @@ PUBLISHED = {("Set5", 2): (33.66, 0.9299), ("Set5", 3): (30.39, 0.8682), ("Set5"
 
 @pytest.mark.parametrize(("name", "scale"), sorted(PUBLISHED))
 def test_bicubic_baseline_reproduces_the_published_tables(name, scale):
-    from pathlib import Path
-
     from PIL import Image
 
     from training.imresize import imresize_uint8
     from training.metrics import psnr_sr, ssim_y
     from training.pairs import mod_crop
 
-    folder = Path(__file__).resolve().parents[3] / "shared" / "datasets" / name / "HR"
+    folder = DATASETS / name / "HR"
     psnrs, ssims = [], []
     for path in sorted(folder.glob("*.png")):
         with Image.open(path) as img:

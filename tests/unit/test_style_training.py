@@ -12,9 +12,9 @@ from training.loop import OptimConfig, make_optimizer, train_step
 from training.losses import PerceptualLoss
 from training.tasks import TASKS
 from training.vgg import FeatureNetConfig, load_feature_net
+from tests.shared_data import DATASETS, WEIGHTS
 
 pytestmark = pytest.mark.unit
-SHARED = Path(__file__).resolve().parents[3] / "shared"
 
 
 def rgb(path: Path, size: int) -> torch.Tensor:
@@ -27,10 +27,10 @@ def test_a_style_net_moves_away_from_its_input_and_lowers_the_style_loss():
     torch.manual_seed(0)
     entry = TASKS["style"]
     model_cfg, loss_cfg = entry.make_model_config({"channels": 8, "residual_blocks": 2}), entry.make_loss_config()
-    net = load_feature_net(FeatureNetConfig(weights=str(SHARED / "weights" / "vgg_normalised_conv3_1.pth")), loss_cfg.needed_layers)
-    loss_fn = PerceptualLoss(loss_cfg, net, rgb(SHARED / "datasets" / "styles" / "candy.jpg", 96))
-    content = torch.stack([rgb(SHARED / "datasets" / "T91" / "HR" / f"t{i}.png", 48) for i in (1, 2, 3, 5)])
-    held_out = rgb(SHARED / "datasets" / "Set5" / "HR" / "bird.png", 48)[None]
+    net = load_feature_net(FeatureNetConfig(weights=str(WEIGHTS / "vgg_normalised_conv3_1.pth")), loss_cfg.needed_layers)
+    loss_fn = PerceptualLoss(loss_cfg, net, rgb(DATASETS / "styles" / "candy.jpg", 96))
+    content = torch.stack([rgb(DATASETS / "T91" / "HR" / f"t{i}.png", 48) for i in (1, 2, 3, 5)])
+    held_out = rgb(DATASETS / "Set5" / "HR" / "bird.png", 48)[None]
 
     from training.models import build_transform_net
 

@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 
 from training.vgg import FeatureNet, FeatureNetConfig, FeatureNetError, _layout, load_feature_net
+from tests.shared_data import DATASETS, WEIGHTS
 
 pytestmark = pytest.mark.unit
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
-REAL = SHARED / "weights" / "vgg_normalised_conv3_1.pth"  # read only
+REAL = WEIGHTS / "vgg_normalised_conv3_1.pth"  # read only
 NORMALISED_LAYERS = ("relu1_1", "relu1_2", "relu2_1", "relu2_2", "relu3_1")
 VGG16_CONVS = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
 VGG19_CONVS = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]
@@ -28,8 +28,8 @@ def real_net() -> FeatureNet:
 @pytest.fixture(scope="module")
 def photos() -> torch.Tensor:
     """96x96 centre crops of Set5 and five T91 images, RGB in [0, 1]."""
-    paths = sorted((SHARED / "datasets" / "Set5" / "HR").glob("*.png"))
-    paths += sorted((SHARED / "datasets" / "T91" / "HR").glob("*.png"))[:5]
+    paths = sorted((DATASETS / "Set5" / "HR").glob("*.png"))
+    paths += sorted((DATASETS / "T91" / "HR").glob("*.png"))[:5]
     assert len(paths) == 10
     crops = []
     for path in paths:
