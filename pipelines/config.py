@@ -23,6 +23,7 @@ from pydantic_core import PydanticCustomError
 from pydantic import AfterValidator, BaseModel, BeforeValidator, SerializeAsAny, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from pipelines.errors import UserError
+from pipelines.predictors import BASELINES
 from training.degradations import Degradation, LevelledDegradation
 from training.inference import InferenceConfig
 from training.loop import OptimConfig
@@ -442,7 +443,7 @@ class Config(Strict):
             return self  # reported by _trained_tasks_are_configured
         for name, sheet in self.compare.items():
             # a bare name must be a baseline or a task `dvc repro` trains; a path or URI is taken as it is
-            unknown = [m for m in sheet.models if m not in ("bicubic", "identity") and not {"/", ":"} & set(m)
+            unknown = [m for m in sheet.models if m not in BASELINES and not {"/", ":"} & set(m)
                        and m not in self.train.tasks]
             if unknown:
                 raise ValueError(f"compare.{name}.models: {', '.join(unknown)} is not in train.tasks, so `dvc repro` "

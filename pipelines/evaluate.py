@@ -283,12 +283,14 @@ def run(task: str, model: str, cfg: Config, paths, images: Path | None = None, o
     weights = Path(model) / "model.pt" if Path(model).is_dir() else Path(model)
     stamp = sha256_file(weights) if weights.is_file() and images is None else None
     reports, written = {}, []
+    # one hash per folder, not per level: the levels of a folder read the same images
+    stamps = {folder: settings_sha256(task, cfg, folder) for folder in {one.folder for one in sets}} if stamp else {}
     for one in sets:
         images_at = load_image_set(one.folder, task, cfg, one.level)
         report, sheet = evaluate_images(task, predictor, images_at, cfg, one.name, tools, progress,
                                         one.metrics(cfg.reported_metrics(task)))
         if stamp:
-            report.update(weights_sha256=stamp, settings_sha256=settings_sha256(task, cfg, one.folder))
+            report.update(weights_sha256=stamp, settings_sha256=stamps[one.folder])
         reports[one.name] = report
         if out_dir is not None:
             written.extend(write_report(report, sheet, out_dir))

@@ -69,12 +69,14 @@ def sets(task: str, cfg: Config, paths: Paths) -> list[EvalSet]:
 def stage_reports(task: str, cfg: Config, paths: Paths, weights_sha256: str | None) -> list[dict[str, Any]] | None:
     """The evaluate stage's reports (``reports/<task>/<set>.json``) when they scored these very
     weights on the same images with the same settings: the challenger need not be run again."""
-    reports = []
+    reports, stamps = [], {}
     for one in sets(task, cfg, paths):
         path = paths.reports(task) / f"{one.name}.json"
         report = json.loads(path.read_text()) if path.is_file() else {}
+        if one.folder not in stamps:  # one hash per folder: its levels read the same images
+            stamps[one.folder] = settings_sha256(task, cfg, one.folder)
         if not weights_sha256 or report.get("weights_sha256") != weights_sha256 \
-                or report.get("settings_sha256") != settings_sha256(task, cfg, one.folder):
+                or report.get("settings_sha256") != stamps[one.folder]:
             return None
         reports.append(report)
     return reports
