@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, PrivateAttr, TypeAdapter, ValidationError, model_validator
 
+from training.conditioning import LevelSpec, level_code, with_level
 from training.imresize import imresize_uint8
 
 
@@ -39,6 +40,10 @@ class Degradation(BaseModel):
     def input_channels(self) -> int:
         """Channels of the input the network sees (colorization may feed one gray channel)."""
         return 3
+
+    def level_spec(self) -> LevelSpec | None:
+        """What a model trained on this records about its level channel (None: not conditioned)."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """What went into the input, for each sample's meta.json."""
@@ -103,12 +108,21 @@ def level_range(value: float | tuple[float, float]) -> tuple[float, float]:
 
 class LevelledDegradation(Degradation):
     """A degradation with one strength (``level_key``) that is either fixed or a [low, high] range
-    drawn per sample from the sample's seed (blind restoration: one model for every level)."""
+    drawn per sample from the sample's seed (blind restoration: one model for every level).
+
+    ``condition`` tells the network the level: the input gains a fourth channel holding the level's
+    code (``level_code``) at every pixel, as FFDNet's noise level map and FBCNN's quality factor do.
+    A blind net has to judge the level from a few blocks and hedges: it smooths a quality-90 JPEG
+    as if it might be a quality-30 one. At inference the level comes from the user, or from a JPEG
+    file's quantisation tables (``training.conditioning``)."""
 
     level_key: ClassVar[str]
     # The share of samples left clean (input = target): a blind net that also sees clean inputs
-    # learns to leave them alone, where it would otherwise smooth a nearly clean photo.
+    # learns to leave them alone, where it would otherwise smooth a nearly clean photo. Code 0 is
+    # "clean" (sigma 0, or no JPEG at all).
     clean_prob: float = Field(0.0, ge=0, lt=1)
+    condition: bool = False
+    _code_scale: float | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _ordered(self) -> LevelledDegradation:
@@ -116,6 +130,20 @@ class LevelledDegradation(Degradation):
         if low > high:
             raise ValueError(f"{self.level_key}: the range [{low:g}, {high:g}] is reversed")
         return self
+
+    @property
+    def input_channels(self) -> int:
+        return 4 if self.condition else 3
+
+    @property
+    def level_scale(self) -> float:
+        """Codes per unit of level: the top of the range is code 255, so the channel spans 0..1
+        for the network whatever the level's units (a quality, a sigma in pixels). A fixed level
+        taken from a range (``at``) keeps the range's scale: the code a model trained on it knows."""
+        if self._code_scale is not None:
+            return self._code_scale
+        high = self.levels[1]
+        return 255.0 / high if high > 0 else 1.0
 
     @property
     def levels(self) -> tuple[float, float]:
@@ -128,20 +156,47 @@ class LevelledDegradation(Degradation):
 
     def at(self, level: float) -> LevelledDegradation:
         """The same degradation at one fixed level, every sample degraded (evaluation per level)."""
-        return type(self)(**{**self.model_dump(), self.level_key: level, "clean_prob": 0.0})
+        fixed = type(self)(**{**self.model_dump(), self.level_key: level, "clean_prob": 0.0})
+        fixed._code_scale = self.level_scale
+        return fixed
+
+    def level_spec(self) -> LevelSpec | None:
+        """What a model trained on this records about its level channel (None: not conditioned)."""
+        if not self.condition:
+            return None
+        low, high = self.levels
+        return LevelSpec(self.kind, self.level_key, self.level_scale, low, high)
+
+    def level_code(self, level: float) -> int:
+        return level_code(level, self.level_scale, self.level_key)
+
+    def draw_level(self, seed: int) -> float:
+        """The level of the sample with this seed: uniform in the range, from the seed's own stream."""
+        low, high = self.levels
+        return low if low == high else float(np.random.default_rng([seed, LEVEL_STREAM]).uniform(low, high))
 
     def __call__(self, target: np.ndarray, seed: int) -> np.ndarray:
         check_uint8_rgb(target)
         # its own stream of the seed: the level drawn for a degraded sample does not depend on it
-        if self.clean_prob and np.random.default_rng([seed, CLEAN_STREAM]).random() < self.clean_prob:
-            return target.copy()
-        return self.degrade(target, seed)
+        clean = bool(self.clean_prob) and np.random.default_rng([seed, CLEAN_STREAM]).random() < self.clean_prob
+        if not self.condition:
+            return target.copy() if clean else self.degrade(target, seed)
+        if clean:
+            return with_level(target.copy(), 0)
+        # The level is applied exactly (an evaluation at sigma 25 is at 25); the channel holds the
+        # nearest code, within half a code of it (0.1 of a sigma of 0..50).
+        level = self.draw_level(seed)
+        return with_level(self.at(level).degrade(target, seed), self.level_code(level))
+
+    def level_of_code(self, code: int) -> float:
+        """The level a code stands for, to within half a code."""
+        return code / self.level_scale
 
     def degrade(self, target: np.ndarray, seed: int) -> np.ndarray:
         return super().__call__(target, seed)
 
 
-CLEAN_STREAM = 0xC1EA
+CLEAN_STREAM, LEVEL_STREAM = 0xC1EA, 0x1E7E1
 
 
 class GaussianNoise(LevelledDegradation):
@@ -178,10 +233,15 @@ class JpegCompression(LevelledDegradation):
     kind: ClassVar[str] = "jpeg"
     level_key: ClassVar[str] = "quality"
     quality: Level(int, ge=1, le=100) = 10
+    def draw_level(self, seed: int) -> float:
+        low, high = self.levels
+        return int(np.random.default_rng(seed).integers(int(low), int(high) + 1))
+
+    def level_of_code(self, code: int) -> float:
+        return round(code / self.level_scale)  # a quality is an integer; codes per quality >= 2.55
 
     def degrade(self, target: np.ndarray, seed: int) -> np.ndarray:
-        low, high = self.levels
-        return jpeg_roundtrip(target, int(np.random.default_rng(seed).integers(int(low), int(high) + 1)))
+        return jpeg_roundtrip(target, int(self.draw_level(seed)))
 
 
 def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:

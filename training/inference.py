@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from training.conditioning import LevelSpec
 from training.models import ResNet, TransformNet, build_transform_net, parse_model_config
 from training.tiling import receptive_radius, tiled_forward, whole_image_layers
 
@@ -110,7 +111,8 @@ def _read_state(path: Path) -> dict[str, Any]:
 
 
 def load_model_file(path: str | Path) -> tuple[TransformNet | ResNet, dict[str, Any]]:
-    """(network, its metadata: task, scale, model_config, step) from a ``model.pt`` file. Anything
+    """(network, its metadata: task, scale, model_config, step, and ``level`` for a conditioned
+    network, ``training.conditioning.LevelSpec``'s fields) from a ``model.pt`` file. Anything
     else (an empty, truncated or foreign file, a pickle, a tensor, a dict without the percept keys,
     weights that do not fit the config) raises ``ModelFileError`` naming the file and the fault."""
     path = Path(path)
@@ -128,6 +130,11 @@ def load_model_file(path: str | Path) -> tuple[TransformNet | ResNet, dict[str, 
         model.load_state_dict(state["model"])
     except Exception as exc:  # noqa: BLE001 - weights of other shapes, missing or extra ones (RuntimeError)
         raise ModelFileError(path, f"its weights do not fit its model_config: {_one_line(exc)}") from None
+    if "level" in state:  # a conditioned network: what its level channel holds
+        try:
+            LevelSpec.from_dict(state["level"])
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(path, f"its level entry is not valid: {_one_line(exc)}") from None
     meta = {k: v for k, v in state.items() if k != "model"}
     meta["model_config"] = config.model_dump(mode="json")  # every field, defaults included (in_channels...)
     return model.eval(), meta
@@ -135,9 +142,12 @@ def load_model_file(path: str | Path) -> tuple[TransformNet | ResNet, dict[str, 
 
 def to_tensor(image: np.ndarray, channels: int) -> torch.Tensor:
     """HxWx3 uint8 -> 1xCxHxW float in [0, 1], keeping the first ``channels`` channels (gray
-    inputs carry the same value in all three)."""
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+    inputs carry the same value in all three). A conditioned network (4 channels) takes HxWx4:
+    the picture and its level channel (``training.degradations.with_level``)."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
         raise ValueError(f"expected an HxWx3 uint8 image, got {image.dtype} {image.shape}")
+    if image.shape[2] < channels:
+        raise ValueError("this network is conditioned on the degradation's level: give the level with the image")
     image = np.ascontiguousarray(image) if image.flags.writeable else image.copy()  # torch warns on read-only
     return torch.from_numpy(image).permute(2, 0, 1)[None, :channels].float().div(255.0)
 

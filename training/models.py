@@ -67,8 +67,9 @@ class TransformNetConfig(BaseModel):
     # 4x the channels then a sub-pixel shuffle (Shi et al. 2016).
     upsample: Literal["deconv", "resize_conv", "pixel_shuffle"] = "resize_conv"
     global_skip: bool = False
-    # Colorization may feed a single gray channel; the output is always RGB.
-    in_channels: Literal[1, 3] = 3
+    # Colorization may feed a single gray channel, a conditioned task RGB and its level channel
+    # (training.degradations.with_level); the output is always RGB.
+    in_channels: Literal[1, 3, 4] = 3
     out_channels: Literal[3] = 3
 
 
@@ -218,7 +219,7 @@ class TransformNet(nn.Module):
             y = self.out(self.up(self.body(self.head(x))))
         if not self.global_skip:
             return (torch.tanh(y) + 1) / 2
-        rgb = x if x.shape[1] == 3 else x.repeat(1, 3, 1, 1)
+        rgb = picture_of(x)
         base = rgb if self.scale == 1 else F.interpolate(rgb, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return base + torch.tanh(y)
 
@@ -245,7 +246,7 @@ class ResNetConfig(BaseModel):
     # exactly), predicted at the body's resolution and upsampled bilinearly: chroma varies slowly
     # in photos, and per-pixel chroma noise costs far more SSIM than blur does (README).
     predict: Literal["rgb", "chroma"] = "rgb"
-    in_channels: Literal[1, 3] = 3
+    in_channels: Literal[1, 3, 4] = 3
     out_channels: Literal[3] = 3
     # A blind restorer has to tell a quality-90 JPEG from a quality-10 one; its receptive field
     # sees a few blocks. With this the body's features are scaled and shifted per channel by a
@@ -312,6 +313,11 @@ _MODEL_CONFIG = TypeAdapter(ModelConfig)
 def parse_model_config(data: dict[str, Any]) -> TransformNetConfig | ResNetConfig | ColorNetConfig:
     """A model config from plain data (a params block, or a model file's ``model_config``)."""
     return _MODEL_CONFIG.validate_python(data)
+
+
+def picture_of(x: torch.Tensor) -> torch.Tensor:
+    """The RGB picture of an N x C x H x W input: a gray channel repeated, a level channel dropped."""
+    return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x[:, :3]
 
 
 class PlainResidualBlock(nn.Module):
@@ -403,7 +409,7 @@ class ResNet(HeadBodyTail):
         x = x.float()
         if self.cfg.predict == "chroma":
             return _add_chroma(_luma(x), residual)
-        rgb = x if x.shape[1] == 3 else x.repeat(1, 3, 1, 1)
+        rgb = picture_of(x)
         base = rgb if s == 1 else F.interpolate(rgb, scale_factor=s, mode="bicubic", align_corners=False)
         return base + residual
 

@@ -179,11 +179,12 @@ def decode_npy(data: bytes) -> np.ndarray:
 
 
 def decode_member(data: bytes, suffix: str) -> np.ndarray:
-    """An ``.npy`` or ``.png`` member as an H x W x 3 uint8 array (gray PNGs as three channels)."""
+    """An ``.npy`` or ``.png`` member as an H x W x 3 uint8 array (gray PNGs as three channels; a
+    conditioned input's level channel, saved as a PNG's alpha, as a fourth)."""
     if suffix.endswith("npy"):
         return decode_npy(data)
     with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"))
+        return np.asarray(img if img.mode in ("RGB", "RGBA") else img.convert("RGB"))
 
 
 def decode_pair(sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:

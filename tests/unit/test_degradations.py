@@ -108,7 +108,8 @@ def test_a_blind_degradation_evaluates_at_one_level(cls, key, blind, level, imag
     one = d.at(level)
     assert not one.blind and one.levels == (level, level)
     assert np.array_equal(one(image, seed=5), cls(**{key: level})(image, seed=5))
-    assert cls(**{key: level}).describe() == {"kind": cls.kind, key: level, "clean_prob": 0.0}  # written as a number
+    described = cls(**{key: level}).describe()
+    assert described["kind"] == cls.kind and described[key] == level and not isinstance(described[key], list)  # a number
 
 
 def test_clean_prob_leaves_that_share_of_samples_untouched(image):
@@ -220,3 +221,4 @@ def test_sample_seed_is_stable_and_sensitive():
     assert len(seeds) == 100
     assert sample_seed(2, "a") != sample_seed(1, "a") and sample_seed(1, "ab") != sample_seed(1, "ba")
     assert 0 <= sample_seed(1, "x") < 2**63
+
