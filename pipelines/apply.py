@@ -10,6 +10,10 @@ renamed, so an interrupted run leaves no partial file; a rerun skips outputs tha
 ``overwrite``. A file that cannot be read or decoded, that the network fails on, or whose output
 cannot be written, is reported (file and reason) and skipped, whatever the error: the others are
 still written. The command fails only when no input could be processed.
+
+A conditioned model (one that takes its input's level, ``training.conditioning``) gets ``--level``
+for every file, or, for JPEG repair without it, each JPEG file's own quality, read from its
+quantisation tables; a file with no level is reported and skipped.
 """
 
 from __future__ import annotations
@@ -24,12 +28,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pipelines.errors import UserError
 from pipelines.evaluate import IMAGE_SUFFIXES
 from pipelines.fsutil import atomic_write_bytes
+from training.conditioning import LevelSpec, NoLevel, conditioned_input
 from training.images import DecodeLimits, decode_image, encode_png, failure_reason, read_file
 from training.inference import Engine
 
 log = logging.getLogger(__name__)
+
+
+class LevelError(UserError, ValueError):
+    """--level given to a model that takes none, or missing where no file carries it."""
 
 
 @dataclass
@@ -75,7 +85,10 @@ def plan(source: Path, out: Path) -> list[tuple[Path, Path]]:
 
 
 def apply_folder(engine: Engine, source: Path, out: Path, overwrite: bool = False, workers: int = 2,
-                 limits: DecodeLimits = DecodeLimits(), progress: bool = True) -> ApplyReport:
+                 limits: DecodeLimits = DecodeLimits(), progress: bool = True, spec: LevelSpec | None = None,
+                 level: float | None = None) -> ApplyReport:
+    """``spec``: the model is conditioned on its input's level: ``level`` for every file, or None
+    to read each JPEG's own (JPEG repair)."""
     report = ApplyReport()
     jobs = []
     for src, dst in plan(source, out):
@@ -92,7 +105,7 @@ def apply_folder(engine: Engine, source: Path, out: Path, overwrite: bool = Fals
 
         def refill() -> None:
             while len(decoding) < prefetch and (job := next(todo, None)):
-                decoding.append((*job, readers.submit(_decode, job[0], limits)))
+                decoding.append((*job, readers.submit(_decode, job[0], limits, spec, level)))
 
         def finish_writes(keep: int) -> None:
             """Collect the finished writes, and wait for the oldest while more than ``keep`` are pending."""
@@ -122,8 +135,14 @@ def apply_folder(engine: Engine, source: Path, out: Path, overwrite: bool = Fals
     return report
 
 
-def _decode(path: Path, limits: DecodeLimits) -> np.ndarray:
-    return decode_image(read_file(path, limits), limits=limits)[0]
+def _decode(path: Path, limits: DecodeLimits, spec: LevelSpec | None = None, level: float | None = None) -> np.ndarray:
+    data = read_file(path, limits)
+    image = decode_image(data, limits=limits)[0]
+    if spec is None:
+        return image
+    image, found, source = conditioned_input(image, spec, level, data)
+    log.debug("%s: %s %g (%s)", path, spec.key, found, source)
+    return image
 
 
 def _fail(report: ApplyReport, src: Path, why: str) -> None:
@@ -145,7 +164,7 @@ def _next_batch(decoding: deque, size: int, report: ApplyReport, bar) -> list[tu
             image = fut.result()
         except Exception as exc:  # noqa: BLE001 - Rejected, OSError, or whatever a decoder raised: this file only
             decoding.popleft()
-            _fail(report, src, f"cannot read it ({failure_reason(exc)})")
+            _fail(report, src, str(exc) if isinstance(exc, NoLevel) else f"cannot read it ({failure_reason(exc)})")
             bar.update(1)
             continue
         if batch and image.shape != batch[0][2].shape:
@@ -180,11 +199,24 @@ def run_cli(args, cfg) -> int:
     settings = cfg.inference.model_validate({**cfg.inference.model_dump(), **given})
     tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, Paths().root)
     engine, meta = load_engine(args.model, args.task, settings, tracking_uri)
+    spec = LevelSpec.from_dict(meta["level"]) if "level" in meta else None
+    level = getattr(args, "level", None)
+    if spec is None and level is not None:
+        raise LevelError(f"--level: {args.model} is not conditioned on a level (its task {meta['task']} takes none)")
+    if spec is not None:
+        if level is None and not spec.from_jpeg:
+            raise LevelError(f"--level: {args.model} restores by the {spec.key} of its input; give it "
+                            f"(trained on {spec.low:g} to {spec.high:g})")
+        if level is not None and not spec.low <= level <= spec.high:
+            log.warning("--level %g is outside the %s range %s was trained on (%g to %g)", level, spec.key,
+                        args.model, spec.low, spec.high)
+        log.info("%s: %s %s", args.model, spec.key, f"{level:g} for every file" if level is not None
+                 else "read from each JPEG file's quantisation tables (--level sets one for all)")
     if settings.compile:
         side = engine.tile or 256
         log.info("compiling the network (warm-up at %dx%d)", side, side)
         engine.warm_up(side, side)
     report = apply_folder(engine, args.input, args.out, args.overwrite, args.workers,
-                          DecodeLimits.from_config(cfg.ingest))
+                          DecodeLimits.from_config(cfg.ingest), spec=spec, level=level)
     print(report.line(), file=sys.stderr if report.failed else sys.stdout)
     return 1 if report.all_failed else 0

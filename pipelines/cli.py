@@ -38,6 +38,11 @@ def _tile(text: str) -> int | str | None:
         raise argparse.ArgumentTypeError(f"expected a number of input pixels, auto or none; got {text!r}") from None
 
 
+LEVEL_HELP = ("for a model conditioned on its input's level (a task with `condition: true`; denoise: the noise "
+              "sigma on 0..255, deblur: the blur sigma in pixels, jpeg: the quality, read from each JPEG file when "
+              "not given): that level for every file")
+
+
 def add_apply_parser(sub) -> None:
     apply = sub.add_parser(
         "apply",
@@ -53,6 +58,7 @@ def add_apply_parser(sub) -> None:
     apply.add_argument("--input", required=True, type=Path, help="an image file, or a folder searched recursively")
     apply.add_argument("--out", required=True, type=Path, help="output folder")
     apply.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    apply.add_argument("--level", type=float, help=LEVEL_HELP)
     apply.add_argument("--workers", type=int, default=2, help="decode threads and encode threads, each (default: %(default)s)")
     apply.add_argument("--device", help="cpu, cuda or cuda:N (default: inference.device)")
     apply.add_argument("--tile", type=_tile, default=argparse.SUPPRESS,
@@ -87,6 +93,7 @@ def add_compare_parser(sub) -> None:
     compare.add_argument("--out", type=Path, help="the sheet to write (PNG)")
     compare.add_argument("--crop", type=int, default=160, help="side of each crop in output pixels (default: %(default)s)")
     compare.add_argument("--max-images", type=int, help="only the first N images (sorted by name)")
+    compare.add_argument("--level", type=float, help=LEVEL_HELP)
     compare.add_argument("--scale", type=int, help="the baseline's scale when no model gives it (bicubic alone)")
 
 

@@ -20,6 +20,7 @@ from pipelines.errors import UserError
 from pipelines.evaluate import IMAGE_SUFFIXES
 from pipelines.predictors import BASELINES, Predictor, baseline
 from pipelines.sheets import centre_box, render_sheet
+from training.conditioning import LevelSpec, NoLevel, conditioned_input
 from training.images import DecodeLimits, decode_image, failure_reason, read_file
 from training.inference import InferenceConfig
 
@@ -34,6 +35,10 @@ class CompareError(UserError, ValueError):
 class Column:
     label: str
     predict: Predictor
+    spec: LevelSpec | None = None  # a model conditioned on its input's level
+
+    def __call__(self, image: np.ndarray, data: bytes, level: float | None) -> np.ndarray:
+        return self.predict(image if self.spec is None else conditioned_input(image, self.spec, level, data)[0])
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -58,13 +63,14 @@ def columns(specs: list[str], settings: InferenceConfig, tracking_uri: str | Non
     ``scale`` when it is alone)."""
     from pipelines.predictors import load_engine
 
-    found: dict[str, tuple[Predictor, int]] = {}
+    found: dict[str, tuple[Predictor, int, LevelSpec | None]] = {}
     for spec in specs:
         if spec not in BASELINES:
             engine, meta = load_engine(spec, None, settings, tracking_uri)
             label = meta["task"] if not spec.startswith("models:/") else spec.removeprefix("models:/")
-            found[spec] = (Predictor(label, engine), meta["scale"])
-    scales = {s for _, s in found.values()} | ({scale} if scale else set())
+            level = LevelSpec.from_dict(meta["level"]) if "level" in meta else None
+            found[spec] = (Predictor(label, engine), meta["scale"], level)
+    scales = {s for _, s, _ in found.values()} | ({scale} if scale else set())
     if len(scales) > 1:
         raise CompareError(f"the models have different scales ({', '.join(f'{s}: x{found[s][1]}' for s in found)}"
                            f"{f'; --scale {scale}' if scale else ''})")
@@ -77,13 +83,16 @@ def columns(specs: list[str], settings: InferenceConfig, tracking_uri: str | Non
                 raise CompareError(f"--model {spec}: at scale x{scale} the baseline is {predictor.name!r}")
             out.append(Column(spec, predictor))
         else:
-            out.append(Column(found[spec][0].name, found[spec][0]))
+            predictor, _, level = found[spec]
+            out.append(Column(predictor.name, predictor, level))
     return out, scale
 
 
 def compare(inputs: Path, cols: list[Column], scale: int, reference: Path | None, crop: int, limits: DecodeLimits,
-            max_images: int | None = None, progress: bool = True) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """(the sheet, [(file, why) for each input left out]) for the images under ``inputs``."""
+            max_images: int | None = None, progress: bool = True,
+            level: float | None = None) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """(the sheet, [(file, why) for each input left out]) for the images under ``inputs``;
+    ``level`` for the models conditioned on it (else each JPEG's own quality, for JPEG repair)."""
     files = image_files(inputs)[:max_images]
     if not files:
         raise CompareError(f"{inputs}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -91,11 +100,16 @@ def compare(inputs: Path, cols: list[Column], scale: int, reference: Path | None
     side = crop - crop % scale
     for path in tqdm(files, desc="compare", unit="img", file=sys.stderr, disable=not progress):
         try:
-            image, _ = decode_image(read_file(path, limits), limits=limits)
+            data = read_file(path, limits)
+            image, _ = decode_image(data, limits=limits)
         except Exception as exc:  # noqa: BLE001 - one unreadable file is left out, not the sheet
             skipped.append((str(path), f"cannot read it ({failure_reason(exc)})"))
             continue
-        outputs = [col.predict(image) for col in cols]
+        try:
+            outputs = [col(image, data, level) for col in cols]
+        except NoLevel as exc:
+            skipped.append((str(path), str(exc)))
+            continue
         h, w = image.shape[0] * scale, image.shape[1] * scale
         top, left, ch, cw = centre_box(h, w, side)
         crops = [np.repeat(np.repeat(image[top // scale : (top + ch) // scale, left // scale : (left + cw) // scale],
@@ -139,7 +153,8 @@ def run_cli(args, cfg) -> int:
         specs, source, crop, reference, out = args.model, args.input, args.crop, args.reference, args.out
     tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, paths.root)
     cols, scale = columns(specs, cfg.inference, tracking_uri, args.scale)
-    sheet, skipped = compare(source, cols, scale, reference, crop, DecodeLimits.from_config(cfg.ingest), args.max_images)
+    sheet, skipped = compare(source, cols, scale, reference, crop, DecodeLimits.from_config(cfg.ingest), args.max_images,
+                             level=args.level)
     atomic_write_bytes(out, encode_png(sheet))
     for path, why in skipped:
         print(f"skipped {path}: {why}", file=sys.stderr)

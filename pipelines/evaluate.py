@@ -29,6 +29,7 @@ from training.images import DecodeLimits, decode_image, encode_png, failure_reas
 from pipelines.predictors import Predictor, baseline
 from pipelines.sheets import render_sheet, row_crops
 from training.pairs import sample_seed, val_pair
+from training.conditioning import rgb_of
 from training.lpips import Lpips
 from training.quality import METRICS, FeatureDistance, PerceptualScorer, ScoreContext, score
 
@@ -44,7 +45,8 @@ class EvaluationError(UserError, RuntimeError):
 class EvalImage:
     name: str
     target: np.ndarray  # clean, mod-cropped, HxWx3 uint8
-    input: np.ndarray  # degraded, HxWx3 uint8 (gray inputs repeated to three channels)
+    input: np.ndarray  # degraded, HxWx3 uint8 (gray inputs repeated to three channels; a conditioned
+    # task's HxWx4 with its level channel, training.degradations.with_level)
     source_channels: int
 
 
@@ -120,7 +122,7 @@ def load_image_set(folder: Path, task: str, cfg: Config, level: float | None = N
             skipped.append((name, why))
             log.warning("skipped %s: %s", path, why)
             continue
-        inp = pair.input if pair.input.shape[2] == 3 else np.repeat(pair.input, 3, axis=2)
+        inp = np.repeat(pair.input, 3, axis=2) if pair.input.shape[2] == 1 else pair.input
         images.append(EvalImage(name, pair.target, inp, channels))
     images.skipped = skipped
     if gray:
@@ -207,7 +209,7 @@ def evaluate_images(task: str, predictor: Predictor, images: list[EvalImage], cf
         record.update({f"target_{n}": METRICS[n].fn(image.target, image.target, ctx) for n in names if METRICS[n].unary})
         per_image.append(record)
         if len(rows) < cfg.evaluate.sheet_images:
-            crops = row_crops(image.input, reference, output, image.target, scale, cfg.evaluate.sheet_crop)
+            crops = row_crops(rgb_of(image.input), reference, output, image.target, scale, cfg.evaluate.sheet_crop)
             head = names[0]
             rows.append((image.name, crops, ["input", f"{base.name} {theirs[head]:.3g}", f"model {ours[head]:.3g}", "target"]))
     keys = [*names, *(f"target_{n}" for n in names if METRICS[n].unary)]

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from pipelines.errors import UserError
+from training.conditioning import rgb_of
 from training.imresize import imresize_uint8
 from training.inference import Engine, InferenceConfig, ModelFileError, load_model_file
 from torch import nn
@@ -43,8 +44,8 @@ class Predictor:
 def baseline(task: str, scale: int) -> Predictor:
     """Bicubic upscaling (MATLAB-compatible) for SR; the degraded input itself otherwise."""
     if scale > 1:
-        return Predictor("bicubic", lambda image: imresize_uint8(image, scale=scale))
-    return Predictor("identity", lambda image: image.copy())
+        return Predictor("bicubic", lambda image: imresize_uint8(rgb_of(image), scale=scale))
+    return Predictor("identity", lambda image: rgb_of(image).copy())
 
 
 def load_predictor(spec: str, task: str, scale: int, tile: int | None = None, overlap: int = 16,

@@ -11,6 +11,10 @@ evaluate`` use):
 - one uint8 HxWx3 RGB array (any integer array with values 0..255 over HTTP), answered with the
   uint8 HxWx3 output.
 
+A model conditioned on its input's level (``training.conditioning``) takes it as ``"level"``
+beside the encoded image; JPEG repair reads it from a JPEG's quantisation tables when it is not
+given. As an array, such a model takes HxWx4: the picture and its level channel.
+
 Images larger than ``tile`` input pixels on a side run in overlapping tiles that match the
 whole-image output, so memory stays bounded; inputs over ``max_pixels`` are refused. A request
 the model cannot take is an ``MlflowException`` with ``INVALID_PARAMETER_VALUE``: the server
@@ -33,7 +37,7 @@ from mlflow.models import set_model
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 WEIGHTS, SETTINGS = "weights", "settings"
-IMAGE, FORMAT = "image", "format"
+IMAGE, FORMAT, LEVEL = "image", "format", "level"
 OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG"}
 DEFAULT_MAX_PIXELS = 4_000_000  # input pixels; settings may lower or raise it per model
 JPEG_QUALITY = 95
@@ -47,9 +51,11 @@ class BadRequest(MlflowException):
 class PerceptModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from training.images import DecodeLimits
+        from training.conditioning import LevelSpec
         from training.inference import Engine, InferenceConfig, load_model_file
 
         self.model, self.meta = load_model_file(context.artifacts[WEIGHTS])
+        self.spec = LevelSpec.from_dict(self.meta["level"]) if "level" in self.meta else None
         with open(context.artifacts[SETTINGS]) as f:
             settings = json.load(f)
         self.limits = DecodeLimits(max_pixels=settings.pop("max_pixels", DEFAULT_MAX_PIXELS))
@@ -70,21 +76,33 @@ class PerceptModel(mlflow.pyfunc.PythonModel):
         return self.engine(self._array(request))
 
     def _encoded(self, request: dict):
+        from training.conditioning import conditioned_input
         from training.images import decode_image, encode_png
 
-        unknown = set(request) - {IMAGE, FORMAT}
+        unknown = set(request) - {IMAGE, FORMAT, LEVEL}
         if IMAGE not in request or unknown:
-            raise BadRequest(f"expected {{'{IMAGE}': <base64 PNG or JPEG>, '{FORMAT}': 'png' or 'jpeg' (optional)}}, "
-                             f"got the keys {sorted(request)}")
+            raise BadRequest(f"expected {{'{IMAGE}': <base64 PNG or JPEG>, '{FORMAT}': 'png' or 'jpeg' (optional), "
+                             f"'{LEVEL}': a number (optional)}}, got the keys {sorted(request)}")
         fmt = str(request.get(FORMAT) or "png").lower()
         if fmt not in OUTPUT_FORMATS:
             raise BadRequest(f"{FORMAT}: {fmt[:20]!r} is not one of {', '.join(OUTPUT_FORMATS)}")
         try:
-            image, _ = decode_image(_image_bytes(request[IMAGE]), limits=self.limits)
+            data = _image_bytes(request[IMAGE])
+            image, _ = decode_image(data, limits=self.limits)
         except BadRequest:
             raise
         except Exception as exc:  # noqa: BLE001 - training.images raises Rejected with a reason
             raise BadRequest(f"{IMAGE}: {exc}") from None
+        level = request.get(LEVEL)
+        if level is not None and (isinstance(level, bool) or not isinstance(level, (int, float, str))):
+            raise BadRequest(f"{LEVEL}: expected a number, got {type(level).__name__}")
+        if self.spec is not None:
+            try:
+                image = conditioned_input(image, self.spec, None if level is None else float(level), data)[0]
+            except ValueError as exc:  # no level, or one that is not a number or does not fit
+                raise BadRequest(f"{LEVEL}: {exc}") from None
+        elif level is not None:
+            raise BadRequest(f"{LEVEL}: this model ({self.meta['task']}) is not conditioned on a level")
         out = self.engine(image)
         if OUTPUT_FORMATS[fmt] == "PNG":
             data = encode_png(out)
@@ -99,8 +117,10 @@ class PerceptModel(mlflow.pyfunc.PythonModel):
 
     def _array(self, value) -> np.ndarray:
         image = np.asarray(value)
-        if image.ndim != 3 or image.shape[2] != 3 or not image.size:
-            raise BadRequest(f"expected one HxWx3 RGB image (or {{'{IMAGE}': <base64 PNG>}}), got shape {image.shape}")
+        channels = 4 if self.spec is not None else 3  # a conditioned model: the picture and its level channel
+        if image.ndim != 3 or image.shape[2] != channels or not image.size:
+            raise BadRequest(f"expected one HxWx{channels} {'RGB + level' if channels == 4 else 'RGB'} image (or "
+                             f"{{'{IMAGE}': <base64 PNG>}}), got shape {image.shape}")
         if image.dtype != np.uint8:
             if image.dtype.kind not in "iu" or image.min() < 0 or image.max() > 255:
                 raise BadRequest(f"expected integers 0..255, got {image.dtype} from {image.min()} to {image.max()}")

@@ -212,7 +212,7 @@ def write_model_dir(task: str, cfg: Config, paths: Paths, state: dict[str, Any],
     for step, row in history.items():
         writer.writerow([step, *(f"{row[c]:.6g}" if c in row else "" for c in columns)])
     with staging_dir(paths.models(task)) as tmp:
-        model_file = {k: state[k] for k in ("task", "scale", "model_config", "model", "step")}
+        model_file = {k: state[k] for k in ("task", "scale", "model_config", "model", "step", "level") if k in state}
         torch.save(model_file, tmp / "model.pt")
         atomic_write_text(tmp / "config.json", json.dumps(cfg.task(task).model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
         run = {"run_name": name, "mlflow_run_id": run_id, "mlflow_experiment_id": exp_id,
@@ -302,6 +302,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 saved = None
                 if rank == 0:
                     extra = {"task": task, "scale": degradation.input_scale, "model_config": model_config.model_dump(mode="json")}
+                    if (spec := degradation.level_spec()) is not None:
+                        extra["level"] = spec.to_dict()  # what apply and serving need to build the level channel
                     torch.save(checkpoint_state(model, optimizer, scheduler, done, extra, average), Path(folder) / STATE_FILE)
                     saved = ray.train.Checkpoint.from_directory(folder)
                 ray.train.report({"step": done, **{f"loss_{k}": v for k, v in result.losses.items()}}, checkpoint=saved)

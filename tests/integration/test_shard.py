@@ -119,9 +119,14 @@ def test_same_size_task_pairs(ingested):
     train = read_all(shard_urls(paths.shards("denoise"), "train"))
     assert len(train) == len(TRAIN) * 2
     for s in train:
-        assert s["input"].shape == s["target"].shape == (48, 48, 3)
-        noise = s["input"].astype(float) - s["target"].astype(float)
+        # denoise is conditioned on the sigma: the input carries it as a fourth channel (code 255:
+        # the top of a range of one level)
+        assert s["input"].shape == (48, 48, 4) and s["target"].shape == (48, 48, 3)
+        assert (s["input"][..., 3] == 255).all()
+        noise = s["input"][..., :3].astype(float) - s["target"].astype(float)
         assert 15 < noise.std() < 30  # sigma 25, less where clipping at 0/255 bites
+    val = read_all(shard_urls(paths.shards("denoise"), "val"))  # PNG: the level channel as its alpha
+    assert val and all(s["input"].shape[2] == 4 and (s["input"][..., 3] == 255).all() for s in val)
 
 
 def test_interrupted_run_keeps_the_old_shards_and_leaves_no_partial_file(ingested, monkeypatch):
