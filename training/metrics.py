@@ -108,3 +108,25 @@ def colourfulness(image: np.ndarray) -> float:
     r, g, b = (image[..., c].astype(np.float64) for c in range(3))
     rg, yb = r - g, 0.5 * (r + g) - b
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+
+
+def periodic_energy(output: np.ndarray, target: np.ndarray, period: int, crop: int = 0) -> float:
+    """How much more energy the output's luma has than the target's at the harmonics of ``period``
+    pixels, in dB (0: as much; above 0: a grid pattern the target lacks). A sub-pixel or strided
+    upsampler by ``period`` can print a periodic texture in flat areas (the perceptual SR sheets'
+    grid); it shows as peaks at multiples of 1/period of the sampling rate in both axes, where a
+    photo has little energy. Both images are cropped to a multiple of ``period`` and mean-removed."""
+    if period < 2:
+        raise ValueError(f"period must be at least 2 pixels, got {period}")
+    a, b = _crop(rgb_to_y(output), crop), _crop(rgb_to_y(target), crop)
+    if a.shape != b.shape:
+        raise ValueError(f"output {a.shape} and target {b.shape} differ in size")
+    h, w = a.shape[0] // period * period, a.shape[1] // period * period
+    if not h or not w:
+        raise ValueError(f"image {a.shape[1]}x{a.shape[0]} is smaller than the period {period}")
+    energies = []
+    for y in (a[:h, :w], b[:h, :w]):
+        power = np.abs(np.fft.fft2(y - y.mean())) ** 2
+        harmonics = power[:: h // period, :: w // period]  # (k h/period, l w/period), k, l < period
+        energies.append(harmonics.sum() - harmonics[0, 0])
+    return float(10 * np.log10((energies[0] + 1e-6) / (energies[1] + 1e-6)))

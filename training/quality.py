@@ -80,6 +80,8 @@ METRICS: dict[str, Metric] = {
         Metric("style_loss", False, _loss_part("style"), network=True),
         Metric("perceptual_total", False, _loss_part("total"), network=True),
         Metric("colourfulness", True, lambda o, t, c: m.colourfulness(o), unary=True),
+        # SR: energy at the upsampler's period (the scale) over the target's, in dB; a grid texture > 0
+        Metric("periodic_db", False, lambda o, t, c: m.periodic_energy(o, t, max(2, c.crop), c.crop)),
     )
 }
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from training.metrics import psnr, psnr_y, rgb_to_y
+from training import metrics as m
 from tests.shared_data import DATASETS
 
 pytestmark = pytest.mark.unit
@@ -112,3 +113,19 @@ def test_colourfulness_is_zero_for_gray_and_known_for_a_two_colour_image():
     rg_std, yb_std, rg_mean, yb_mean = 127.5, 63.75, 127.5, 63.75
     expected = math.hypot(rg_std, yb_std) + 0.3 * math.hypot(rg_mean, yb_mean)
     assert colourfulness(img) == pytest.approx(expected)
+
+
+def test_periodic_energy_finds_a_grid_at_the_upsamplers_period():
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:96, 0:128]
+    photo = np.clip(128 + 60 * np.sin(x / 9) + 40 * np.cos(y / 13) + rng.normal(0, 3, (96, 128)), 0, 255)
+    target = np.repeat(photo[..., None], 3, axis=2).astype(np.uint8)
+    assert m.periodic_energy(target, target, 4) == 0.0
+    grid = target.astype(float)
+    grid[::4, ::4] += 10  # a faint dot every 4 pixels: the perceptual SR sheets' texture
+    assert m.periodic_energy(np.clip(grid, 0, 255).astype(np.uint8), target, 4, crop=4) > 6
+    # a texture of another period, or a plain blur, adds no energy at the harmonics of 4
+    blurred = (target.astype(float) + np.roll(target, 1, axis=1) + np.roll(target, 1, axis=0)) / 3
+    assert m.periodic_energy(blurred.round().astype(np.uint8), target, 4) < 0.5
+    with pytest.raises(ValueError, match="period"):
+        m.periodic_energy(target, target, 1)
