@@ -34,7 +34,7 @@ from training.shards import shard_urls
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 TRAINING_CODE = Path(__file__).resolve().parents[1] / "training"
-LOSS_KEYS = ["total", "pixel", "feature", "style", "tv", "ssim", "colour", "batch_colour"]
+LOSS_KEYS = ["total", "pixel", "feature", "style", "tv", "ssim", "colour", "batch_colour", "gan", "disc"]
 
 
 @dataclass(frozen=True)
@@ -231,6 +231,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from pipelines.pretrained import init_pretrained, task_loss
+    from training.adversarial import Adversary, UNetDiscriminatorSN
     from training.loop import (WeightAverage, checkpoint_state, make_optimizer, prefetch_to_device, restore_state,
                                step_precision, to_model_input, train_step)
     from training.shards import train_batches
@@ -255,13 +256,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     loss_fn = task_loss(params, cfg.feature_net, device=device)  # worker_params made its paths absolute
     optimizer, scheduler = make_optimizer(model, params.optim)
     average = WeightAverage(model, params.optim.ema_decay) if params.optim.ema_decay > 0 else None
+    adversary = None
+    if params.loss.gan.weight > 0:  # the discriminator: DDP like the network, checkpointed with it
+        disc = UNetDiscriminatorSN(3, params.loss.gan.features)
+        if channels_last:
+            disc = disc.to(memory_format=torch.channels_last)
+        adversary = Adversary(params.loss.gan, device, ray.train.torch.prepare_model(disc))
 
     start = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=True)
-        start = restore_state(state, model, optimizer, scheduler, average)
+        start = restore_state(state, model, optimizer, scheduler, average, adversary)
         if rank == 0:
             log.info("[%s] resuming from step %d", task, start)
 
@@ -284,7 +291,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             model, loss_fn, optimizer, scheduler,
             to_model_input(inputs, degradation.input_channels, device, channels_last),
             to_model_input(targets, 3, device, channels_last),
-            params.optim.grad_clip, autocast, step=step,
+            params.optim.grad_clip, autocast, step=step, adversary=adversary,
         )
         if average:
             average.update()
@@ -304,7 +311,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     extra = {"task": task, "scale": degradation.input_scale, "model_config": model_config.model_dump(mode="json")}
                     if (spec := degradation.level_spec()) is not None:
                         extra["level"] = spec.to_dict()  # what apply and serving need to build the level channel
-                    torch.save(checkpoint_state(model, optimizer, scheduler, done, extra, average), Path(folder) / STATE_FILE)
+                    torch.save(checkpoint_state(model, optimizer, scheduler, done, extra, average, adversary), Path(folder) / STATE_FILE)
                     saved = ray.train.Checkpoint.from_directory(folder)
                 ray.train.report({"step": done, **{f"loss_{k}": v for k, v in result.losses.items()}}, checkpoint=saved)
 

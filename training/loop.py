@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from training.adversarial import Adversary
 from training.losses import PerceptualLoss
 
 
@@ -67,15 +68,23 @@ def train_step(
     grad_clip: float | None,
     autocast_dtype: torch.dtype | None = None,
     step: int | None = None,
+    adversary: Adversary | None = None,
 ) -> StepResult:
     """One optimisation step; bf16 autocast when a dtype is given. ``step`` goes to the loss
-    (its ``pixel_only_steps``)."""
+    (its ``pixel_only_steps``). With an ``adversary`` (after the pixel-only steps) the loss gains
+    its adversarial term ("gan"), and the discriminator then takes one step on this step's
+    output ("disc", its own loss, not part of the total)."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
     device_type = inputs.device.type
+    adversarial = adversary is not None and (step is None or step >= loss_fn.cfg.pixel_only_steps)
     with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
         output = model(inputs)
         total, parts = loss_fn(output.float(), targets, step=step, chroma_logits=getattr(_bare(model), "chroma_logits", None))
+        if adversarial:
+            gan = adversary.generator_loss(output.float(), targets)
+            total = total + gan
+            parts = {**{k: v for k, v in parts.items() if k != "total"}, "gan": float(gan.detach()), "total": float(total.detach())}
     total.backward()
     if grad_clip is not None:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
@@ -84,6 +93,8 @@ def train_step(
     lr = optimizer.param_groups[0]["lr"]
     optimizer.step()
     scheduler.step()
+    if adversarial:
+        parts["disc"] = adversary.step(output.detach().float(), targets, autocast_dtype)
     return StepResult(parts, grad_norm, lr)
 
 
@@ -188,9 +199,10 @@ def prefetch_to_device(batches, device: torch.device):
 
 
 def checkpoint_state(model: nn.Module, optimizer, scheduler, step: int, extra: dict[str, Any],
-                     average: WeightAverage | None = None) -> dict[str, Any]:
+                     average: WeightAverage | None = None, adversary: Adversary | None = None) -> dict[str, Any]:
     """What a checkpoint holds. ``model`` is the weights to use (the average when there is one);
-    ``last_model`` the last step's, which a resumed run continues from."""
+    ``last_model`` the last step's, which a resumed run continues from; ``adversary`` the
+    discriminator and its optimiser, resumed with the network."""
     state = {
         "model": average.averaged_state(model) if average else _bare(model).state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -201,10 +213,13 @@ def checkpoint_state(model: nn.Module, optimizer, scheduler, step: int, extra: d
     if average:
         state["last_model"] = _bare(model).state_dict()
         state["average"] = average.state_dict()
+    if adversary:
+        state["adversary"] = adversary.state_dict()
     return state
 
 
-def restore_state(state: dict[str, Any], model: nn.Module, optimizer, scheduler, average: WeightAverage | None = None) -> int:
+def restore_state(state: dict[str, Any], model: nn.Module, optimizer, scheduler, average: WeightAverage | None = None,
+                  adversary: Adversary | None = None) -> int:
     _bare(model).load_state_dict(state.get("last_model", state["model"]))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -212,4 +227,6 @@ def restore_state(state: dict[str, Any], model: nn.Module, optimizer, scheduler,
         average.load_state_dict(state["average"])
     elif average:  # a checkpoint written without averaging: start the average from its weights
         average.restart_from(model)
+    if adversary and "adversary" in state:
+        adversary.load_state_dict(state["adversary"])
     return int(state["step"])

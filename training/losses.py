@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from torch import Tensor, nn
 
+from training.adversarial import GanConfig
 from training.models import chroma_bin_centres, rgb_to_chroma
 from training.vgg import FeatureNet
 
@@ -186,6 +187,9 @@ class LossConfig(BaseModel):
     # rare, saturated colours count against the common desaturated ones (their r: 0.5).
     chroma_bin_weight: Weight = 0.0
     chroma_bin_rebalance: float = Field(0.0, ge=0, le=1)
+    # The adversarial term (training/adversarial.py: a spectral-norm U-Net discriminator, the
+    # relativistic GAN loss), from the end of pixel_only_steps; off at gan.weight 0.
+    gan: GanConfig = GanConfig()
 
     @model_validator(mode="after")
     def _something_to_optimise(self) -> LossConfig:

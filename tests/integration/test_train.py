@@ -347,10 +347,13 @@ def percept_train(project: Path, ray_address: str, log: Path) -> subprocess.Pope
         )  # fmt: skip
 
 
-def test_interrupted_cli_training_resumes_where_it_stopped(tmp_path, sr_project, ray_cluster, train_params):
+# "gan": the adversarial term on (issue 27): its discriminator is checkpointed and resumed with the network.
+@pytest.mark.parametrize("gan", [False, True], ids=["plain", "gan"])
+def test_interrupted_cli_training_resumes_where_it_stopped(tmp_path, sr_project, ray_cluster, train_params, gan):
     steps, every = 60, 10
     project = new_project(tmp_path, sr_project)
-    params = train_params(project, "resume", tasks={TASK: {"optim": {"steps": steps}}},
+    task = {"optim": {"steps": steps}, **({"loss": {"gan": {"weight": 0.1, "features": 8}}} if gan else {})}
+    params = train_params(project, "resume", tasks={TASK: task},
                           train={"workers": 1, "checkpoint_every": every, "log_every": 5})  # fmt: skip
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     storage = Path(params["train"]["storage_path"])
@@ -389,6 +392,16 @@ def test_interrupted_cli_training_resumes_where_it_stopped(tmp_path, sr_project,
     mlflow_run = assert_one_finished_run(params, run["mlflow_run_id"])
     assert mlflow_run.data.tags["percept.run_name"] == run["run_name"]
     assert sorted(steps_logged(params, run["mlflow_run_id"])) == list(range(5, steps + 1, 5))
+    if gan:
+        from pipelines.train import STATE_FILE
+
+        # the discriminator's loss was logged before and after the restart, and the last checkpoint
+        # holds the discriminator and its optimiser beside the network
+        assert sorted(steps_logged(params, run["mlflow_run_id"], "loss_disc")) == list(range(5, steps + 1, 5))
+        last = max(storage.rglob(STATE_FILE), key=lambda f: f.stat().st_mtime)
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        assert state["step"] == steps and state["adversary"]["optimizer"]["state"]
+        assert any(k.endswith("weight.original") for k in state["adversary"]["net"])  # spectral norm
 
 
 # ------------------------------------------------------------------------------------------
