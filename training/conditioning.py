@@ -50,11 +50,12 @@ class LevelSpec:
 
 
 def level_code(level: float, scale: float, key: str = "level") -> int:
-    """A level as the 8-bit value of the level channel: round(level x scale), 0..255."""
-    code = round(float(level) * scale)
-    if not 0 <= code <= 255:
-        raise ValueError(f"{key} {float(level):g} does not fit the level channel (0..{255 / scale:g})")
-    return code
+    """A level as the 8-bit value of the level channel: round(level x scale). A level above the
+    trained range (an evaluation at sigma 50 of a model trained to 25) is given the top code,
+    the nearest the model knows; a negative level is an error."""
+    if float(level) < 0:
+        raise ValueError(f"{key} {float(level):g} is negative")
+    return min(255, round(float(level) * scale))
 
 
 def with_level(image: np.ndarray, code: int) -> np.ndarray:

@@ -102,13 +102,16 @@ def test_clean_samples_say_level_zero(image):
     assert all(5 <= d.level_of_code(x[0, 0, 3]) <= 50 for x in outs if x[0, 0, 3] != 0)
 
 
-def test_a_level_the_channel_cannot_hold_is_refused():
+def test_a_level_above_the_range_gets_the_top_code():
     blur = deg.GaussianBlur(sigma=[0.5, 20], condition=True)  # 12.75 codes a pixel
     assert blur.level_code(20) == 255 and blur.level_code(1.0) == 13
-    with pytest.raises(ValueError, match="does not fit the level channel"):
-        blur.level_code(21)
-    with pytest.raises(ValueError, match="does not fit"):
-        LevelSpec("gaussian_noise", "sigma", 1.0, 0, 50).code(300)
+    # above the trained range: the top code, the nearest level the model knows
+    assert blur.level_code(21) == 255 and LevelSpec("gaussian_noise", "sigma", 5.1, 0, 50).code(300) == 255
+    with pytest.raises(ValueError, match="negative"):
+        blur.level_code(-1)
+    # a model trained to sigma 25 is evaluated at 50 with the code of 25, on noise of sigma 50
+    noisy = deg.GaussianNoise(sigma=[0, 25], condition=True).at(50)
+    assert noisy.level_code(50) == 255 and noisy.sigma == 50
 
 
 def test_the_spec_a_model_file_records(image):
