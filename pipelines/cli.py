@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a task's network with Ray Train; writes models/<task>/",
         description="Run a Ray Train TorchTrainer over the task's shards (train.workers workers; a local Ray "
         "unless train.ray_address or $RAY_ADDRESS names a cluster; an http:// train.ray_address, the cluster's "
-        "dashboard, submits this command there with `ray job submit`). Re-running the same command with the "
+        "dashboard, submits this command there as a Ray job and follows its output). Re-running the same command with the "
         "same settings resumes from the last checkpoint under train.storage_path. One MLflow run per training.",
     )
     add_task_argument(train)

@@ -114,26 +114,49 @@ def job_server(cfg: Config) -> str | None:
     return address if address.startswith(("http://", "https://")) and not os.environ.get(IN_JOB_ENV) else None
 
 
+AGENT_WAIT_S = 180  # a head just started (or busy) may not have its job agent yet: Ray says "try again later"
+
+
+def submit_when_ready(client, entrypoint: str, runtime_env: dict, wait_s: float = AGENT_WAIT_S,
+                      pause_s: float = 5) -> str:
+    """``client.submit_job``, submitted again while the job server answers that it has no agent yet."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+        except RuntimeError as error:  # the SDK's error for an HTTP 500 from the job server
+            if "No available agent" not in str(error) or time.monotonic() > deadline:
+                raise
+            log.warning("the Ray job server has no job agent yet; submitting again in %g s", pause_s)
+            time.sleep(pause_s)
+
+
 def submit_job(task: str, cfg: Config, params_file: Path, root: Path = Path(".")) -> None:
-    """``ray job submit`` this very command, as the KubeRay RayJob's entrypoint does: the driver
+    """Submit this very command as a Ray job, as the KubeRay RayJob's entrypoint does: the driver
     runs on the cluster's head, in the project folder every node shares (same path), with the
     head's environment (the stack gives its nodes the MLflow, S3 and profile settings). It blocks,
     streams the job's output, and raises when the job fails."""
-    import json
     import shlex
     import subprocess
     import sys
 
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    address = job_server(cfg)
     entrypoint = (f"cd {shlex.quote(str(root.resolve()))} && {shlex.quote(sys.executable)} -m pipelines.cli "
                   f"--params {shlex.quote(str(params_file.resolve()))} train --task {shlex.quote(task)}")
     forwarded = {k: v for k, v in os.environ.items() if k == "PERCEPT_PROFILE"}  # no secrets in the job's record
     runtime_env = {"env_vars": {IN_JOB_ENV: "1", **forwarded}}
-    ray = Path(sys.executable).parent / "ray"
-    cmd = [str(ray), "job", "submit", "--address", job_server(cfg), "--runtime-env-json", json.dumps(runtime_env),
-           "--", "bash", "-c", entrypoint]
-    log.info("submitting %s to the Ray job server %s", task, job_server(cfg))
-    if subprocess.run(cmd).returncode != 0:
-        raise RuntimeError(f"the Ray job training {task} failed (`ray job logs` on {job_server(cfg)} shows why)")
+    log.info("submitting %s to the Ray job server %s", task, address)
+    client = JobSubmissionClient(address)
+    job_id = submit_when_ready(client, entrypoint, runtime_env)
+    log.info("Ray job %s: following its output (`ray job logs %s --address %s`)", job_id, job_id, address)
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "job", "logs", "--follow", "--address", address, job_id])
+    while not (status := client.get_job_status(job_id)).is_terminal():  # the log stream can end first
+        time.sleep(1)
+    if status != JobStatus.SUCCEEDED:
+        raise RuntimeError(f"the Ray job training {task} ended {status.value} (`ray job logs {job_id} --address "
+                           f"{address}` shows why)")
 
 
 def train(task: str, cfg: Config, paths: Paths = Paths()) -> TrainOutcome:
