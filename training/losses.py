@@ -163,6 +163,11 @@ class LossConfig(BaseModel):
 
     feature_weight: Weight = 1.0
     feature_layer: LayerName = "relu2_2"
+    # The feature network sees output and target through a [1 2 1] binomial blur, which removes
+    # the Nyquist frequency: VGG's max-pooling reads a one-pixel stripe pattern as texture (the
+    # pooled maximum of +-e is +e), so an unblurred feature loss paints one (the grid of the
+    # perceptual SR sheets, +44 dB at half the sampling rate); the pixel term alone then decides it.
+    feature_blur: bool = False
     style_weight: Weight = 0.0
     style_layers: tuple[LayerName, ...] | None = None
     tv_weight: Weight = 0.0
@@ -285,10 +290,11 @@ class PerceptualLoss(nn.Module):
             return total, {"pixel": value, "total": value}
         parts: dict[str, Tensor] = {}
         if self.feature_net is not None:
-            feats_out = self.feature_net(output)
+            seen, seen_target = (binomial_blur(output), binomial_blur(target)) if cfg.feature_blur else (output, target)
+            feats_out = self.feature_net(seen)
             if cfg.feature_weight > 0:
                 with torch.no_grad():
-                    feat_target = self.feature_net(target)[cfg.feature_layer]
+                    feat_target = self.feature_net(seen_target)[cfg.feature_layer]
                 parts["feature"] = cfg.feature_weight * feature_reconstruction_loss(feats_out[cfg.feature_layer], feat_target)
             if cfg.style_weight > 0:
                 parts["style"] = cfg.style_weight * style_loss(feats_out, self.style_grams, self.style_layers)
@@ -312,6 +318,15 @@ class PerceptualLoss(nn.Module):
         # One device sync for all the logged numbers instead of one per part.
         values = torch.stack([*(p.detach().float() for p in parts.values()), total.detach()]).tolist()
         return total, dict(zip([*parts, "total"], values, strict=True))
+
+
+def binomial_blur(x: Tensor) -> Tensor:
+    """``x`` filtered by [1 2 1] / 4 along each axis (reflected edges): zero response at the Nyquist
+    frequency, 1/2 at a quarter of the sampling rate."""
+    c = x.shape[1]
+    k = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device) / 4
+    kernel = (k[:, None] * k[None, :]).expand(c, 1, 3, 3)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), kernel, groups=c)
 
 
 def _same_shape(a: Tensor, b: Tensor) -> None:

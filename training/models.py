@@ -253,6 +253,12 @@ class ResNetConfig(BaseModel):
     # function of their mean over the whole image (FiLM), so the net can judge the level from
     # all of it and hold back on a nearly clean input. Tiled inference uses the whole image's mean.
     global_context: bool = False
+    # 0: the tail predicts every output pixel at the body's resolution and pixel-shuffles it up, so
+    # each of the factor² sub-pixel phases has its own filter and nothing ties neighbours of
+    # different phases (a feature loss turns that freedom into a grid of period `factor`). n > 0:
+    # the tail predicts n channels per output pixel and two 3x3 convs at the output resolution
+    # (n -> n, ReLU, n -> 3) make the residual, as ESRGAN's conv_hr does (cheap at n = 16).
+    hr_channels: int = Field(0, ge=0, le=64)
 
 
 class ColorNetConfig(BaseModel):
@@ -376,6 +382,11 @@ class ResNet(HeadBodyTail):
         if cfg.predict == "chroma":
             self.tail = nn.Conv2d(c, out, 3, padding=1)
             self.up = nn.Upsample(scale_factor=factor, mode="bilinear", align_corners=False) if factor > 1 else nn.Identity()
+        elif cfg.hr_channels:
+            n = cfg.hr_channels
+            self.tail = nn.Conv2d(c, n * factor * factor, 3, padding=1)
+            self.up = nn.Sequential(*([nn.PixelShuffle(factor)] if factor > 1 else []), nn.Conv2d(n, n, 3, padding=1),
+                                    nn.ReLU(inplace=True), nn.Conv2d(n, out, 3, padding=1))
         else:
             self.tail = nn.Conv2d(c, out * factor * factor, 3, padding=1)
             self.up = nn.PixelShuffle(factor) if factor > 1 else nn.Identity()
@@ -384,8 +395,14 @@ class ResNet(HeadBodyTail):
             self.context = nn.Sequential(nn.Linear(c, c), nn.ReLU(inplace=True), nn.Linear(c, 2 * c))
             nn.init.zeros_(self.context[2].weight)  # starts as the identity: scale 1, shift 0
             nn.init.zeros_(self.context[2].bias)
-        nn.init.zeros_(self.tail.weight)
-        nn.init.zeros_(self.tail.bias)
+        # The last conv starts at zero (the tail before an HR head keeps its random init, or no
+        # gradient would reach either).
+        nn.init.zeros_(self.last_conv.weight)
+        nn.init.zeros_(self.last_conv.bias)
+
+    @property
+    def last_conv(self) -> nn.Conv2d:
+        return self.up[-1] if self.cfg.hr_channels and self.cfg.predict == "rgb" else self.tail
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.cfg.in_channels:

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from training.losses import (
     as_one_image,
+    binomial_blur,
     chroma_bin_loss,
     colourfulness,
     ssim,
@@ -242,6 +243,23 @@ def test_perceptual_loss_on_the_real_weights():
     second, _ = PerceptualLoss(LossConfig(), net)(model(x), target)
     assert second.item() < first.item()
     assert all(p.grad is None for p in net.parameters())
+
+
+def test_feature_blur_hides_one_pixel_stripes_from_the_feature_loss_not_from_the_pixel_loss():
+    """VGG's max-pooling reads +-e stripes as texture, so a plain feature loss rewards painting them
+    (the perceptual SR grid); through the [1 2 1] blur the stripes are exactly invisible."""
+    stripes = 0.03 * (-1.0) ** torch.arange(32)
+    for pattern in (stripes.expand(32, 32), stripes[:, None].expand(32, 32)):  # columns, then rows
+        assert binomial_blur(pattern.expand(1, 3, 32, 32)).abs().max() < 1e-7
+    flat = torch.full((1, 3, 8, 8), 0.4)
+    torch.testing.assert_close(binomial_blur(flat), flat)
+    net = load_feature_net(FeatureNetConfig(weights=str(REAL)), ("relu2_2",))
+    target = load_rgb(DATASETS / "Set5" / "HR" / "butterfly.png", 32)[None]
+    striped = target + 0.03 * (-1.0) ** torch.arange(32)
+    plain = PerceptualLoss(LossConfig(feature_weight=1.0, pixel_weight=1.0), net)(striped, target)[1]
+    blurred = PerceptualLoss(LossConfig(feature_weight=1.0, pixel_weight=1.0, feature_blur=True), net)(striped, target)[1]
+    assert plain["feature"] > 0.01 and blurred["feature"] < 1e-6 * plain["feature"]
+    assert blurred["pixel"] == pytest.approx(plain["pixel"]) == pytest.approx(0.03, rel=1e-4)
 
 
 def _to_unit(image: np.ndarray) -> torch.Tensor:

@@ -310,3 +310,29 @@ def test_resnet_global_context_starts_as_the_identity_reaches_far_and_tiles_like
     whole = Engine(model, 1, 3, InferenceConfig(tile=None))(rgb)
     tiled = Engine(model, 1, 3, InferenceConfig(tile=64, batch=2))(rgb)
     assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("scale", [1, 4])
+def test_hr_head_starts_at_the_baseline_then_learns_and_tiles_like_the_whole_image(scale):
+    model = net(scale, hr_channels=4)
+    x = torch.rand(2, 3, 12, 20)
+    expected = x if scale == 1 else F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+    torch.testing.assert_close(model(x), expected)  # the zero last conv at the output resolution
+    assert model.last_conv is model.up[-1] and model.tail.weight.abs().sum() > 0  # the tail keeps its init
+    # parameters by hand: tail 8 -> 4 * scale², then 4 -> 4 and 4 -> 3 at the output resolution
+    body = conv(3, 3, 8) + 2 * conv(3, 8, 8) + conv(3, 8, 8)
+    assert count_parameters(model) == body + conv(3, 8, 4 * scale * scale) + conv(3, 4, 4) + conv(3, 4, 3)
+    # One step moves the last conv; the next reaches the head.
+    target = torch.rand_like(expected)
+    (model(x) - target).abs().mean().backward()
+    assert model.last_conv.weight.grad.abs().sum() > 0 and model.head.weight.grad.abs().sum() == 0
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    model.zero_grad()
+    (model(x) - target).abs().mean().backward()
+    assert model.head.weight.grad.abs().sum() > 0
+    # Tiled inference still gives the whole image's output (the HR convs widen the reach).
+    model = randomised(net(scale, hr_channels=4))
+    image = np.random.default_rng(1).integers(0, 256, (61, 47, 3), dtype=np.uint8)
+    whole = Engine(model, scale, 3, InferenceConfig(tile=None))(image)
+    tiled = Engine(model, scale, 3, InferenceConfig(tile=24, batch=2))(image)
+    assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1
