@@ -257,7 +257,7 @@ class ResNetConfig(BaseModel):
     # each of the factor² sub-pixel phases has its own filter and nothing ties neighbours of
     # different phases (a feature loss turns that freedom into a grid of period `factor`). n > 0:
     # the tail predicts n channels per output pixel and two 3x3 convs at the output resolution
-    # (n -> n, ReLU, n -> 3) make the residual, as ESRGAN's conv_hr does (cheap at n = 16).
+    # (n -> n, ReLU, n -> 3) make the residual, as ESRGAN's conv_hr does (sr_x4_perceptual: n = 8).
     hr_channels: int = Field(0, ge=0, le=64)
 
 
