@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -360,5 +361,19 @@ def run(args: argparse.Namespace, cfg) -> int:
     return 0
 
 
+def entry() -> None:
+    """The ``percept`` command: ``main``, then exit without the interpreter's final collection.
+
+    A stage's process ends holding torch, MLflow and Prefect: collecting their objects at exit
+    took 0.9 s of a register stage's 4.4 (0.1 s with them frozen), and ``dvc repro`` starts about
+    fifty such processes. Atexit handlers and thread joins still run; only the sweep is skipped.
+    """
+    try:
+        code = main()
+    finally:
+        gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
