@@ -11,6 +11,7 @@ comes out 0.02 dB above the published bicubic figure.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 # MATLAB rgb2ycbcr, for RGB in [0, 1]: Y = 16 + 65.481 R + 128.553 G + 24.966 B (on 0..255).
@@ -71,10 +72,12 @@ _SSIM_TAPS /= _SSIM_TAPS.sum()
 
 
 def _gaussian_valid(x: np.ndarray) -> np.ndarray:
-    """Separable 11x11 Gaussian filter of a 2-D array, keeping only fully covered pixels."""
-    n = len(_SSIM_TAPS)
-    rows = sum(w * x[k : x.shape[0] - n + 1 + k] for k, w in enumerate(_SSIM_TAPS))
-    return sum(w * rows[:, k : rows.shape[1] - n + 1 + k] for k, w in enumerate(_SSIM_TAPS))
+    """Separable 11x11 Gaussian filter of a 2-D float64 array, keeping only fully covered pixels.
+    OpenCV's separable filter in float64: the sums of shifted copies in numpy to 1e-13, 6x faster
+    (SSIM was a sixth of a restoration task's evaluate stage)."""
+    r = len(_SSIM_TAPS) // 2
+    full = cv2.sepFilter2D(x, cv2.CV_64F, _SSIM_TAPS, _SSIM_TAPS, borderType=cv2.BORDER_CONSTANT)
+    return full[r : x.shape[0] - r, r : x.shape[1] - r]
 
 
 def ssim(a: np.ndarray, b: np.ndarray, crop: int = 0, peak: float = 255.0) -> float:

@@ -92,6 +92,18 @@ def test_ssim_of_identical_images_is_one_and_falls_with_noise():
     assert 0 < ssim(noisier, a) < ssim(noisy, a) < 1
 
 
+@pytest.mark.parametrize("shape", [(11, 11), (37, 64), (64, 23)])
+def test_ssim_window_is_the_valid_11x11_gaussian_sum(shape):
+    # the filter behind SSIM (OpenCV) against its definition: the taps times the covered pixels
+    x = np.random.default_rng(sum(shape)).random(shape) * 255
+    taps = m._SSIM_TAPS
+    want = np.array([[np.sum(np.outer(taps, taps) * x[i : i + 11, j : j + 11]) for j in range(shape[1] - 10)]
+                     for i in range(shape[0] - 10)])
+    got = m._gaussian_valid(x)
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() < 1e-9
+
+
 def test_ssim_of_flat_images_follows_the_luminance_term():
     from training.metrics import ssim
 
