@@ -14,7 +14,8 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 
 from pipelines.config import Config
 from pipelines.engine import local_temp_dir, stop_ray
@@ -58,7 +59,12 @@ def local_ray(cfg: Config) -> Iterator[dict[str, str]]:
 def repro(dvc_args: list[str], cfg: Config) -> int:
     """Run ``dvc repro <dvc_args>`` under one Prefect API and one local Ray; its exit status."""
     configure_dvc_remote(cfg)  # s3.bucket set: the S3 remote, so a later `dvc push` goes there
-    with prefect_api() as url, local_ray(cfg) as ray_env:
+    with ExitStack() as stack:
+        # side by side: the server's start (~6 s) and ray.init (~4 s) each mostly wait
+        with ThreadPoolExecutor(1) as pool:
+            server = pool.submit(stack.enter_context, prefect_api())
+            ray_env = stack.enter_context(local_ray(cfg))
+            url = server.result()
         where = f" and the Ray cluster at {ray_env['RAY_ADDRESS']}" if ray_env else ""
         print(f"percept repro: every stage reports to the Prefect API at {url}{where}", file=sys.stderr)
         env = {**os.environ, "PREFECT_API_URL": url, **ray_env}
