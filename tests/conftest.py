@@ -264,3 +264,32 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+# `make test` ends with one line per marker: how many tests, and how long their set-up, call and
+# tear-down took together, so the next person sees where the suite's time goes.
+_MARKERS: list[str] = []  # the suite's own markers (pyproject's list), in its order
+_MARKER_TIMES: dict[str, list[float]] = {}
+
+
+def pytest_configure(config) -> None:
+    _MARKERS[:] = [line.split(":", 1)[0].strip() for line in config.getini("markers")]
+
+
+def pytest_runtest_logreport(report) -> None:
+    # report.keywords holds the test's markers, also when the report comes from a worker process
+    for marker in _MARKERS:
+        if marker in report.keywords:
+            counted = _MARKER_TIMES.setdefault(marker, [0, 0.0])
+            counted[0] += report.when == "call"
+            counted[1] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not _MARKER_TIMES:
+        return
+    terminalreporter.section("time per marker (a test with two markers counts in both)")
+    for marker in _MARKERS:
+        if marker in _MARKER_TIMES:
+            tests, seconds = _MARKER_TIMES[marker]
+            terminalreporter.write_line(f"{marker}: {tests} tests, {seconds / 60:.1f} min ({seconds:.0f} s)")
