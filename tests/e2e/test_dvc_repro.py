@@ -1,5 +1,8 @@
 """`dvc repro` on a temporary copy of the project with tiny params: runs, reruns as a no-op,
-reruns only the task whose params changed, and round-trips the shards through an S3 remote."""
+reruns only the task whose params changed, round-trips the shards through an S3 remote, and
+`percept train` run twice from scratch writes the same model bytes."""
+
+import shutil
 
 import pytest
 import yaml
@@ -17,6 +20,7 @@ def check(result) -> str:
     return result.stdout + result.stderr
 
 
+@pytest.mark.timeout(2100)  # the session's first dvc repro, then two more (600 s each)
 def test_repro_runs_then_is_a_no_op_then_reruns_only_the_changed_task(project, reproduced):
     repo, run = project
     out = check(reproduced.first_repro)  # the session's first `dvc repro` of the copy
@@ -63,6 +67,7 @@ def test_repro_runs_then_is_a_no_op_then_reruns_only_the_changed_task(project, r
     assert "changed" not in check(run("dvc", "status"))
 
 
+@pytest.mark.timeout(1500)  # dvc repro (600 s), push, clone and pull
 def test_shards_round_trip_through_an_s3_remote(project, s3_server, tmp_path):
     repo, run = project
     check(run("dvc", "repro"))
@@ -86,3 +91,24 @@ def test_shards_round_trip_through_an_s3_remote(project, s3_server, tmp_path):
     assert pulled == original
     for rel in pulled:
         assert (clone / rel).read_bytes() == (repo / rel).read_bytes()
+
+
+@pytest.mark.timeout(900)  # the copy's two trainings (each command's own limit: 600 s)
+def test_percept_train_twice_from_scratch_writes_the_same_model_bytes(project, tmp_path):
+    """The README's "the same figures to the last digit": the whole train path (a local Ray, a
+    Train worker, the shards' loader, bf16 autocast, the VGG feature term on) is deterministic."""
+    repo, run = project
+    copy = tmp_path / "copy"  # the session's project stays as dvc.lock has it
+    shutil.copytree(repo, copy, ignore=shutil.ignore_patterns("runs", "mlruns", "mlartifacts"))
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    params["tasks"]["sr_x4"]["loss"] = {"feature_weight": 0.5}
+    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    trained = []
+    for _ in range(2):
+        shutil.rmtree(copy / "runs", ignore_errors=True)  # no checkpoint to resume from
+        shutil.rmtree(copy / "models" / "sr_x4", ignore_errors=True)
+        out = check(run("percept", "train", "--task", "sr_x4", cwd=copy))
+        assert "4 steps" in out and "feature" in out, out[-2000:]
+        trained.append((copy / "models" / "sr_x4" / "model.pt").read_bytes())
+    assert len(trained[0]) > 1000
+    assert trained[0] == trained[1]

@@ -131,6 +131,7 @@ def browser_page(tmp_path, request):
         browser.close()
 
 
+@pytest.mark.timeout(1800)  # the session's first dvc repro and sr_x4's second (600 s each), the server, the browser
 def test_browse_the_registry_and_move_champion_in_the_ui(project, mlflow_ui, browser_page):
     from mlflow.tracking import MlflowClient
 

@@ -81,6 +81,7 @@ def check(result) -> str:
     return result.stdout + result.stderr
 
 
+@pytest.mark.timeout(2400)  # the retrain (900 s), the served evaluate (900 s), then git and dvc pull
 def test_retrain_keeps_every_artefact_in_s3_and_a_fresh_clone_pulls_it_back(stack, tmp_path):
     repo, run, env, s3, bucket = stack
     out = check(run("percept", "retrain"))
@@ -111,6 +112,7 @@ def test_retrain_keeps_every_artefact_in_s3_and_a_fresh_clone_pulls_it_back(stac
         assert (clone / path.relative_to(repo)).read_bytes() == path.read_bytes()
 
 
+@pytest.mark.timeout(2400)  # the shards (900 s), the first checkpoint (240 s), the resumed training (900 s)
 def test_interrupted_training_resumes_from_its_checkpoint_in_s3(stack, tmp_path):
     repo, run, env, s3, bucket = stack
     if not (repo / "data" / "shards" / "sr_x4" / "index.json").is_file():

@@ -123,6 +123,23 @@ def finished_runs(url: str) -> list[tuple[object, str | None]]:
     return done
 
 
+def deployment_runs(url: str) -> list:
+    """Every flow run of the deployment, cancelled ones included, oldest first."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    with api(url) as client:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["percept-weekly"])))
+    return sorted(runs, key=lambda r: r.expected_start_time)
+
+
+def fell_due_during_a_retrain(run, runs, margin_s: float = 5.0) -> bool:
+    """Whether ``run`` was due while another run of the deployment was running (``margin_s``
+    inside its start and end, so a run due as the other one ends is not counted either way)."""
+    return any(other.id != run.id and other.start_time and other.end_time
+               and (run.expected_start_time - other.start_time).total_seconds() > margin_s
+               and (other.end_time - run.expected_start_time).total_seconds() > margin_s for other in runs)
+
+
 def wait_for_runs(url: str, count: int, timeout: float, process: Process, until=None):
     """The finished runs once there are ``count`` (or once ``until(runs)`` holds)."""
     deadline = time.monotonic() + timeout
@@ -143,6 +160,7 @@ def registered_versions(repo: Path) -> list[int]:
     return sorted(int(v.version) for v in client.search_model_versions("name = 'sr_x4'"))
 
 
+@pytest.mark.timeout(1500)  # the server's start (120 s), two runs (480 s), the retrain after the new image (420 s)
 def test_percept_schedule_runs_fire_and_complete(project, prefect_api, tmp_path):
     repo, incoming, env = project
     schedule = Process("schedule", [str(BIN / "percept"), "--params", "params.yaml", "schedule"], env,
@@ -167,3 +185,9 @@ def test_percept_schedule_runs_fire_and_complete(project, prefect_api, tmp_path)
     assert (second[0].expected_start_time - first[0].expected_start_time).total_seconds() >= 60
     assert all(note == "# Retrain: nothing to do" for run, note in later if run.expected_start_time < retrained.expected_start_time)
     assert registered_versions(repo) == [1, 2]  # the new image's retrain registered a new version
+    # A run that fell due while a retrain was running ended CANCELLED (the deployment's limit,
+    # CANCEL_NEW), and the first retrain (a fresh project: every stage) outlasts the minute.
+    runs = deployment_runs(prefect_api)
+    during = [run for run in runs if fell_due_during_a_retrain(run, runs)]
+    assert during, [(r.name, r.expected_start_time, r.start_time, r.end_time, r.state.type) for r in runs]
+    assert all(run.state.is_cancelled() for run in during), [(r.name, r.state) for r in during]

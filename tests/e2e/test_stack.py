@@ -95,6 +95,7 @@ def ray_jobs(stack: Stack) -> list:
     return JobSubmissionClient(f"http://127.0.0.1:{stack.ports.dashboard}").list_jobs()
 
 
+@pytest.mark.timeout(2400)  # the stack's start (its services' health waits), the run request (600 s), the flow (900 s)
 def test_a_retrain_through_the_worker_trains_on_the_ray_cluster(stack):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
@@ -163,6 +164,7 @@ def running_run(services: Stack, since_ms: int, min_points: int, timeout: float 
     pytest.fail(f"no training run with {min_points} logged losses in {timeout:.0f} s")
 
 
+@pytest.mark.timeout(1500)  # the first losses (300 s), the restart (120 s), the training (900 s)
 def test_mlflow_server_restarted_in_the_middle_of_a_training(stack, tmp_path):
     repo, services = stack
     since = int(time.time() * 1000)
@@ -191,6 +193,7 @@ def test_postgres_down_when_promote_starts(stack, tmp_path):
     assert "promote sr_x4: v" in (tmp_path / "promote.log").read_text()
 
 
+@pytest.mark.timeout(1500)  # the first losses (300 s), the node's return (120 s), the training (900 s)
 def test_ray_node_killed_during_training_resumes_from_its_checkpoint(stack, tmp_path):
     import signal
 

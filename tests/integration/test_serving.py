@@ -192,6 +192,26 @@ def test_array_and_jpeg_forms(project, server, applied):
         assert np.abs(np.asarray(jpeg, dtype=np.int16) - expected.astype(np.int16)).mean() < 3
 
 
+def test_a_jpeg_file_as_input(project, server):
+    # what a phone or a browser sends: a JPEG, decoded by the server as Pillow decodes it
+    url, _ = server
+    with Image.open(DATASETS / "Set5" / "HR" / "bird.png") as img:
+        crop = img.convert("RGB").crop((40, 60, 104, 108))
+    buf = io.BytesIO()
+    crop.save(buf, format="JPEG", quality=80)
+    with Image.open(io.BytesIO(buf.getvalue())) as decoded:
+        pixels = np.asarray(decoded.convert("RGB"))
+    assert np.abs(pixels.astype(int) - np.asarray(crop, dtype=int)).max() > 0  # the JPEG is not the PNG
+    status, body = post(url, {"inputs": {"image": base64.b64encode(buf.getvalue()).decode("ascii")}})
+    assert status == 200, body
+    from training.inference import apply_model, load_model_file
+
+    net, _ = load_model_file(project / "models" / TASK / "model.pt")
+    with Image.open(io.BytesIO(base64.b64decode(body["predictions"]["image"]))) as answer:
+        assert answer.format == "PNG" and answer.size == (64 * 4, 48 * 4)
+        np.testing.assert_array_equal(np.asarray(answer), apply_model(net, pixels, 4))
+
+
 @pytest.mark.parametrize("body, why", [
     ({"inputs": {"image": "not base64!"}}, "not valid base64"),
     ({"inputs": {"image": base64.b64encode(b"just text").decode()}}, "not_an_image"),
