@@ -104,25 +104,6 @@ def api(url: str):
     return Session()
 
 
-def finished_runs(url: str) -> list[tuple[object, str | None]]:
-    """The deployment's flow runs in a final state (oldest first), each with its retrain
-    artifact's first line ("# Retrain: retrained" or "# Retrain: nothing to do"). Runs that fell
-    due during another retrain are left out: the deployment's limit cancels them (CANCEL_NEW)."""
-    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey,
-                                                DeploymentFilter, DeploymentFilterName)
-
-    with api(url) as client:
-        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["percept-weekly"])))
-        done = []
-        for run in sorted(runs, key=lambda r: r.expected_start_time):
-            if not (run.state and run.state.is_final()) or run.state.is_cancelled():
-                continue
-            found = client.read_artifacts(artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=["retrain"]), flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
-            done.append((run, found[0].data.splitlines()[0] if found else None))
-    return done
-
-
 def deployment_runs(url: str) -> list:
     """Every flow run of the deployment, cancelled ones included, oldest first."""
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
@@ -130,6 +111,22 @@ def deployment_runs(url: str) -> list:
     with api(url) as client:
         runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["percept-weekly"])))
     return sorted(runs, key=lambda r: r.expected_start_time)
+
+
+def finished_runs(url: str) -> list[tuple[object, str | None]]:
+    """The deployment's flow runs in a final state (oldest first), each with its retrain
+    artifact's first line ("# Retrain: retrained" or "# Retrain: nothing to do"). Runs that fell
+    due during another retrain are left out: the deployment's limit cancels them (CANCEL_NEW)."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    runs = [run for run in deployment_runs(url) if run.state and run.state.is_final() and not run.state.is_cancelled()]
+    done = []
+    with api(url) as client:
+        for run in runs:
+            found = client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["retrain"]), flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+            done.append((run, found[0].data.splitlines()[0] if found else None))
+    return done
 
 
 def fell_due_during_a_retrain(run, runs, margin_s: float = 5.0) -> bool:
