@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipelines.config import DEFAULT_PARAMS, ConfigError, load_config
 from pipelines.env import apply_quiet_defaults, keep_freed_memory
-from pipelines.errors import one_line_user_errors
+from pipelines.errors import one_line_user_errors, show_client_retries
 from pipelines.paths import DATASETS_ENV
 
 apply_quiet_defaults()  # before the libraries are imported by the verbs
@@ -251,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "httpcore"):  # one INFO line per Prefect API call otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
     one_line_user_errors()  # a flow failing on bad input logs its message, not Prefect's traceback
+    show_client_retries(args.verbose)  # a server outage that retries rode out shows in the log
     try:
         cfg = load_config(args.params)
         return run(args, cfg)

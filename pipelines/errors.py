@@ -9,6 +9,7 @@ view. The filter drops the traceback for these errors only; a bug keeps its trac
 from __future__ import annotations
 
 import logging
+import os
 
 # The loggers of Prefect's flow and task engines ("Encountered exception during execution").
 PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
@@ -33,3 +34,40 @@ def one_line_user_errors() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, OneLineUserErrors) for f in logger.filters):
             logger.addFilter(OneLineUserErrors())
+
+
+# The clients that retry a request to a server (Prefect's API client; urllib3 under MLflow's and
+# boto's) log each retry at DEBUG, so a stage that rode out a server outage leaves no trace of it.
+# Each logger and the text of its retry record:
+RETRY_RECORDS = {"prefect.client": "Another attempt will be made", "urllib3.connectionpool": "Retry: "}
+
+
+class RetriesAsWarnings(logging.Filter):
+    """Pass a client's retry records as WARNING; its other DEBUG records only when ``verbose``."""
+
+    def __init__(self, marker: str, verbose: bool) -> None:
+        super().__init__()
+        self.marker, self.verbose = marker, verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.INFO:
+            return True
+        if self.marker in str(record.msg):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            return True
+        return self.verbose
+
+
+def show_client_retries(verbose: bool = False) -> None:
+    """Log every retried request to a server as a warning (once per process).
+
+    The records are made at DEBUG, so their loggers must pass DEBUG and the filter picks. Prefect
+    sets its client logger's level whenever it configures logging (at its first import, which
+    comes later), from this variable; the processes this one starts inherit it and log their
+    retries at DEBUG."""
+    os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_CLIENT_LEVEL", "DEBUG")
+    for name, marker in RETRY_RECORDS.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RetriesAsWarnings) for f in logger.filters):
+            logger.setLevel(logging.DEBUG)
+            logger.addFilter(RetriesAsWarnings(marker, verbose))
