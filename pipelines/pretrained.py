@@ -22,7 +22,7 @@ def task_loss(params, feature_net: FeatureNetConfig, root: Path = Path("."), dev
     style = None
     if params.loss.style_weight > 0:
         style = load_style_image(Path(root) / params.options.style_image, params.options.style_size).to(device)
-    return PerceptualLoss(params.loss, net, style).to(device)
+    return PerceptualLoss(params.loss, net, style, grid_period=params.degradation.input_scale).to(device)
 
 
 def init_pretrained(model: nn.Module, feature_net: FeatureNetConfig) -> nn.Module:

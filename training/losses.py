@@ -168,6 +168,11 @@ class LossConfig(BaseModel):
     # pooled maximum of +-e is +e), so an unblurred feature loss paints one (the grid of the
     # perceptual SR sheets, +44 dB at half the sampling rate); the pixel term alone then decides it.
     feature_blur: bool = False
+    # A sub-pixel grid in the output, penalised (``subpixel_grid_loss`` at the upsampler's period):
+    # the blur leaves the grid at a quarter of the sampling rate, this removes it (and the one-pixel
+    # stripes, a harmonic too) without hiding detail from VGG (docs/blind-restoration.md). From the
+    # end of pixel_only_steps, as the feature term: during them it stalls the net near bicubic.
+    grid_weight: Weight = 0.0
     style_weight: Weight = 0.0
     style_layers: tuple[LayerName, ...] | None = None
     tv_weight: Weight = 0.0
@@ -239,9 +244,15 @@ class PerceptualLoss(nn.Module):
     as floats for logging. The style Grams are computed once here, from ``style_image``.
     """
 
-    def __init__(self, cfg: LossConfig, feature_net: FeatureNet | None, style_image: Tensor | None = None) -> None:
+    def __init__(self, cfg: LossConfig, feature_net: FeatureNet | None, style_image: Tensor | None = None,
+                 grid_period: int = 0) -> None:
+        """``grid_period``: the upsampler's scale, for ``grid_weight``."""
         super().__init__()
         self.cfg = cfg
+        if cfg.grid_weight > 0 and grid_period < 2:
+            raise ValueError(f"loss.grid_weight penalises an upsampler's sub-pixel grid: it needs a task that "
+                             f"upscales by 2 or more, got a scale of {grid_period}")
+        self.grid_period = grid_period
         if cfg.needs_features and feature_net is None:
             raise ValueError(
                 f"feature_weight={cfg.feature_weight} / style_weight={cfg.style_weight} need a feature network, got None"
@@ -298,6 +309,8 @@ class PerceptualLoss(nn.Module):
                 parts["feature"] = cfg.feature_weight * feature_reconstruction_loss(feats_out[cfg.feature_layer], feat_target)
             if cfg.style_weight > 0:
                 parts["style"] = cfg.style_weight * style_loss(feats_out, self.style_grams, self.style_layers)
+        if cfg.grid_weight > 0:
+            parts["grid"] = cfg.grid_weight * subpixel_grid_loss(output - target, self.grid_period)
         if cfg.tv_weight > 0:
             parts["tv"] = cfg.tv_weight * total_variation_loss(output)
         if cfg.pixel_weight > 0:
@@ -318,6 +331,28 @@ class PerceptualLoss(nn.Module):
         # One device sync for all the logged numbers instead of one per part.
         values = torch.stack([*(p.detach().float() for p in parts.values()), total.detach()]).tolist()
         return total, dict(zip([*parts, "total"], values, strict=True))
+
+
+# The grid loss's window: small enough that a grid in one flat area counts, 4 repeats of a 4-pixel
+# period per axis so that a photo's own detail mostly averages out.
+GRID_WINDOW = 16
+
+
+def subpixel_grid_loss(error: Tensor, period: int, window: int = GRID_WINDOW) -> Tensor:
+    """The part of ``error`` (output - target) that repeats every ``period`` pixels, per ``window``
+    square: in each window, the mean error at each of the period x period sub-pixel phases less
+    their mean, squared and averaged. A sub-pixel upsampler's grid is phases that are brighter or
+    darker than their neighbours throughout a flat area; its energy sits at the harmonics of the
+    period (``training.metrics.periodic_energy``), which these phase means are."""
+    if window % period:
+        raise ValueError(f"the window ({window}) must be a multiple of the period ({period})")
+    b, c, h, w = error.shape
+    h, w = h // window * window, w // window * window
+    if not h or not w:
+        raise ValueError(f"a {error.shape[-1]}x{error.shape[-2]} image is smaller than the {window}-pixel window")
+    reps = window // period
+    phases = error[..., :h, :w].float().reshape(b, c, h // window, reps, period, w // window, reps, period).mean(dim=(3, 6))
+    return (phases - phases.mean(dim=(3, 5), keepdim=True)).square().mean()
 
 
 def binomial_blur(x: Tensor) -> Tensor:

@@ -133,3 +133,35 @@ def periodic_energy(output: np.ndarray, target: np.ndarray, period: int, crop: i
         harmonics = power[:: h // period, :: w // period]  # (k h/period, l w/period), k, l < period
         energies.append(harmonics.sum() - harmonics[0, 0])
     return float(10 * np.log10((energies[0] + 1e-6) / (energies[1] + 1e-6)))
+
+
+def grid_peaks(output: np.ndarray, target: np.ndarray, period: int, crop: int = 0, radius: int = 6) -> float:
+    """How much more the output's luma spectrum peaks at the harmonics of ``period`` than the
+    target's does, in dB: at each harmonic, the energy of its 3 x 3 bins over the mean energy of
+    the other bins within ``radius`` of it, times 9 (summed over the harmonics). A grid repeats
+    over the whole image, so its energy sits in those few bins; detail and sharpness are broadband
+    and lift the neighbourhood with the peak, where ``periodic_energy`` counts them as grid."""
+    if period < 2:
+        raise ValueError(f"period must be at least 2 pixels, got {period}")
+    a, b = _crop(rgb_to_y(output), crop), _crop(rgb_to_y(target), crop)
+    if a.shape != b.shape:
+        raise ValueError(f"output {a.shape} and target {b.shape} differ in size")
+    h, w = a.shape[0] // period * period, a.shape[1] // period * period
+    if min(h, w) < 2 * radius + 1:
+        raise ValueError(f"image {a.shape[1]}x{a.shape[0]} is too small for a {2 * radius + 1}-bin neighbourhood")
+    ring = np.ones((2 * radius + 1, 2 * radius + 1), bool)
+    ring[radius - 1:radius + 2, radius - 1:radius + 2] = False
+    prominence = []
+    for y in (a[:h, :w], b[:h, :w]):
+        power = np.abs(np.fft.fft2(y - y.mean())) ** 2
+        peak = around = 0.0
+        for k in range(period):
+            for l in range(period):
+                if k or l:
+                    rows = np.arange(k * h // period - radius, k * h // period + radius + 1) % h
+                    cols = np.arange(l * w // period - radius, l * w // period + radius + 1) % w
+                    window = power[np.ix_(rows, cols)]
+                    peak += window[~ring].sum()
+                    around += window[ring].mean() * 9
+        prominence.append(10 * np.log10((peak + 1e-6) / (around + 1e-6)))
+    return float(prominence[0] - prominence[1])

@@ -82,6 +82,9 @@ METRICS: dict[str, Metric] = {
         Metric("colourfulness", True, lambda o, t, c: m.colourfulness(o), unary=True),
         # SR: energy at the upsampler's period (the scale) over the target's, in dB; a grid texture > 0
         Metric("periodic_db", False, lambda o, t, c: m.periodic_energy(o, t, max(2, c.crop), c.crop)),
+        # SR: how much more the spectrum peaks at those harmonics than the target's (a grid > 0;
+        # sharpness, which periodic_db also counts, raises the peaks' neighbourhood alike)
+        Metric("grid_db", False, lambda o, t, c: m.grid_peaks(o, t, max(2, c.crop), c.crop)),
     )
 }
 

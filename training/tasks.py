@@ -126,8 +126,9 @@ RESTORE_MODEL = {**SR_MODEL, "unshuffle": 2}
 # `paper` profile in params.yaml switches every task to them and to the paper's losses).
 # SR is scored by the field's protocol (Y channel, scale-pixel border crop) and promoted on PSNR-Y;
 # a block with the feature loss is promoted on the feature distance instead (sr_x4_perceptual).
-# periodic_db: the output's energy at the upsampler's period over the target's (a grid texture > 0).
-SR_METRICS = ("psnr_y", "ssim_y", "feature_distance", "periodic_db")
+# periodic_db: the output's energy at the upsampler's period over the target's (a grid texture > 0,
+# and sharpness too); grid_db: how much more it peaks there than the target (a grid alone).
+SR_METRICS = ("psnr_y", "ssim_y", "feature_distance", "periodic_db", "grid_db")
 SR_GATE = {"metric": "psnr_y", "margin": 0.01, "tolerances": {"ssim_y": 0.005}}
 
 register(Task("sr_x4", "4x super-resolution (Johnson et al. 2016)", deg.BicubicDownscale, {"scale": 4},
@@ -138,13 +139,14 @@ register(Task("sr_x4", "4x super-resolution (Johnson et al. 2016)", deg.BicubicD
 # feature distance, with no PSNR tolerance (trading PSNR for it is the point). It starts on pixel
 # L1 alone (cheap steps, no VGG): from bicubic, 250 CPU steps of the feature loss ended above the
 # pixel-led model's feature distance; from a pixel-led start the feature loss only has to sharpen.
-# Two changes against the feature loss's grid (docs/blind-restoration.md): the loss sees both
-# images through a [1 2 1] blur (VGG's max-pooling reads one-pixel stripes as texture), and two
-# small convs at the output resolution tie the sub-pixel phases together (hr_channels).
+# Two changes against the feature loss's grid (docs/blind-restoration.md): a loss on the error's
+# part that repeats at the upsampler's period (grid_weight; the squared phase means are ~1e-4, hence
+# the weight), and two small convs at the output resolution that tie the sub-pixel phases
+# together (hr_channels).
 register(Task("sr_perceptual", "super-resolution on the feature loss (Johnson et al. 2016)", deg.BicubicDownscale, {"scale": 4},
               model_defaults={**SR_MODEL, "hr_channels": 8},
               loss_defaults={**PIXEL_LOSS, "feature_weight": 1.0, "pixel_weight": 0.1, "pixel_only_steps": 450,
-                             "feature_blur": True},
+                             "grid_weight": 3000.0},
               optim_defaults=PIXEL_OPTIM, metrics=SR_METRICS, gate_defaults={"metric": "feature_distance", "margin": 0.01}))
 # Real-world SR (Real-ESRNet, Wang et al. 2021): the same network trained on Real-ESRGAN's second-order
 # degradation (training/realworld.py), so that a real photo's noise, JPEG blocks and ringing are

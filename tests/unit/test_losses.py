@@ -23,6 +23,7 @@ from training.losses import (
     gram_matrix,
     pixel_loss,
     style_loss,
+    subpixel_grid_loss,
     total_variation_loss,
 )
 from training.vgg import FeatureNet, FeatureNetConfig, load_feature_net
@@ -260,6 +261,32 @@ def test_feature_blur_hides_one_pixel_stripes_from_the_feature_loss_not_from_the
     blurred = PerceptualLoss(LossConfig(feature_weight=1.0, pixel_weight=1.0, feature_blur=True), net)(striped, target)[1]
     assert plain["feature"] > 0.01 and blurred["feature"] < 1e-6 * plain["feature"]
     assert blurred["pixel"] == pytest.approx(plain["pixel"]) == pytest.approx(0.03, rel=1e-4)
+
+
+def test_the_grid_loss_is_the_errors_part_at_the_upsamplers_period():
+    """Worked by hand: an error of a at one of the 16 phases of a 4-pixel period has phase means
+    a and 0 (15 times), mean a / 16, so (15a/16)^2 + 15 (a/16)^2 over 16 phases = 15 a^2 / 256.
+    A photo's detail, a constant or another period's pattern barely count."""
+    a = 0.1
+    grid = torch.zeros(2, 3, 48, 64)
+    grid[..., ::4, ::4] = a
+    assert subpixel_grid_loss(grid, 4).item() == pytest.approx(15 * a * a / 256)
+    assert subpixel_grid_loss(torch.full((1, 3, 32, 32), 0.3), 4).item() == pytest.approx(0, abs=1e-12)
+    photo = load_rgb(DATASETS / "Set5" / "HR" / "butterfly.png", 96)[None]
+    detail = photo - torch.nn.functional.avg_pool2d(photo, 3, 1, 1, count_include_pad=False)  # its high frequencies
+    # detail that does not repeat: each phase mean averages 16 pixels, so about 1/16 of its energy
+    # is left (the window's floor); a grid on top adds its own 15 a^2 / 256 to that
+    floor = subpixel_grid_loss(detail, 4).item()
+    assert floor < detail.square().mean().item() / 10
+    with_grid = subpixel_grid_loss(detail + grid[:1, :, :32, :32].repeat(1, 1, 3, 3), 4).item()
+    assert with_grid - floor == pytest.approx(15 * a * a / 256, rel=0.3)
+    with pytest.raises(ValueError, match="multiple of the period"):
+        subpixel_grid_loss(grid, 3)
+    with pytest.raises(ValueError, match="upscales by 2 or more"):
+        PerceptualLoss(LossConfig(pixel_weight=1.0, feature_weight=0.0, grid_weight=1.0), None, grid_period=1)
+    parts = PerceptualLoss(LossConfig(pixel_weight=1.0, feature_weight=0.0, grid_weight=2.0), None, grid_period=4)(
+        torch.zeros(2, 3, 48, 64) + grid, torch.zeros(2, 3, 48, 64))[1]
+    assert parts["grid"] == pytest.approx(2 * 15 * a * a / 256)
 
 
 def _to_unit(image: np.ndarray) -> torch.Tensor:

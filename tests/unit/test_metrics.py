@@ -141,3 +141,24 @@ def test_periodic_energy_finds_a_grid_at_the_upsamplers_period():
     assert m.periodic_energy(blurred.round().astype(np.uint8), target, 4) < 0.5
     with pytest.raises(ValueError, match="period"):
         m.periodic_energy(target, target, 1)
+
+
+def test_grid_peaks_counts_a_grid_and_not_sharpness():
+    """A faint dot every 4 pixels stands out of its neighbourhood; sharpening a photo raises
+    periodic_energy (the harmonics' energy) but not the peaks, nor does a blur make one."""
+    from PIL import Image
+    import cv2
+
+    photo = np.asarray(Image.open(DATASETS / "Set14" / "HR" / "comic.png").convert("RGB"))
+    assert m.grid_peaks(photo, photo, 4) == 0.0
+    grid = photo.astype(float)
+    grid[::4, ::4] += 10
+    assert m.grid_peaks(np.clip(grid, 0, 255).astype(np.uint8), photo, 4, crop=4) > 3
+    soft = cv2.GaussianBlur(photo.astype(float), (0, 0), 1.0)
+    sharp = np.clip(photo + (photo - soft), 0, 255).astype(np.uint8)  # unsharp mask
+    assert m.periodic_energy(sharp, photo, 4) > 2
+    assert abs(m.grid_peaks(sharp, photo, 4)) < 1
+    with pytest.raises(ValueError, match="period"):
+        m.grid_peaks(photo, photo, 1)
+    with pytest.raises(ValueError, match="too small"):
+        m.grid_peaks(photo[:8, :8], photo[:8, :8], 4)

@@ -91,7 +91,7 @@ def test_every_task_degrades_builds_and_takes_one_training_step(name):
 
     feature_net = load_feature_net(FeatureNetConfig(kind="random"), loss_cfg.needed_layers) if loss_cfg.needs_features else None
     style = torch.rand(1, 3, 32, 32) if loss_cfg.style_weight > 0 else None
-    loss_fn = PerceptualLoss(loss_cfg, feature_net, style)
+    loss_fn = PerceptualLoss(loss_cfg, feature_net, style, grid_period=scale)
     optimizer, scheduler = make_optimizer(model, entry.make_optim_config())
     before = [p.detach().clone() for p in model.parameters()]
     result = train_step(model, loss_fn, optimizer, scheduler, inputs, targets, 1.0, None)
@@ -128,7 +128,7 @@ def test_a_few_dozen_steps_on_a_fixed_batch_lower_every_tasks_loss(name):
     inputs = to_model_input(torch.from_numpy(np.stack([p.input for p in pairs])), degradation.input_channels, device, False)
     targets = to_model_input(torch.from_numpy(np.stack([p.target for p in pairs])), 3, device, False)
     style = torch.rand(1, 3, 48, 48) if loss_cfg.style_weight > 0 else None
-    loss_fn = PerceptualLoss(loss_cfg, feature_net if loss_cfg.needs_features else None, style)
+    loss_fn = PerceptualLoss(loss_cfg, feature_net if loss_cfg.needs_features else None, style, grid_period=scale)
     optimizer, scheduler = make_optimizer(model, entry.make_optim_config({"steps": 40, "warmup_steps": 0}))
     losses = [train_step(model, loss_fn, optimizer, scheduler, inputs, targets, 1.0, None).losses["total"] for _ in range(40)]
     assert np.isfinite(losses).all()
