@@ -119,17 +119,9 @@ def periodic_energy(output: np.ndarray, target: np.ndarray, period: int, crop: i
     upsampler by ``period`` can print a periodic texture in flat areas (the perceptual SR sheets'
     grid); it shows as peaks at multiples of 1/period of the sampling rate in both axes, where a
     photo has little energy. Both images are cropped to a multiple of ``period`` and mean-removed."""
-    if period < 2:
-        raise ValueError(f"period must be at least 2 pixels, got {period}")
-    a, b = _crop(rgb_to_y(output), crop), _crop(rgb_to_y(target), crop)
-    if a.shape != b.shape:
-        raise ValueError(f"output {a.shape} and target {b.shape} differ in size")
-    h, w = a.shape[0] // period * period, a.shape[1] // period * period
-    if not h or not w:
-        raise ValueError(f"image {a.shape[1]}x{a.shape[0]} is smaller than the period {period}")
     energies = []
-    for y in (a[:h, :w], b[:h, :w]):
-        power = np.abs(np.fft.fft2(y - y.mean())) ** 2
+    for power in _luma_power_spectra(output, target, period, crop, min_size=period):
+        h, w = power.shape
         harmonics = power[:: h // period, :: w // period]  # (k h/period, l w/period), k, l < period
         energies.append(harmonics.sum() - harmonics[0, 0])
     return float(10 * np.log10((energies[0] + 1e-6) / (energies[1] + 1e-6)))
@@ -141,19 +133,11 @@ def grid_peaks(output: np.ndarray, target: np.ndarray, period: int, crop: int = 
     the other bins within ``radius`` of it, times 9 (summed over the harmonics). A grid repeats
     over the whole image, so its energy sits in those few bins; detail and sharpness are broadband
     and lift the neighbourhood with the peak, where ``periodic_energy`` counts them as grid."""
-    if period < 2:
-        raise ValueError(f"period must be at least 2 pixels, got {period}")
-    a, b = _crop(rgb_to_y(output), crop), _crop(rgb_to_y(target), crop)
-    if a.shape != b.shape:
-        raise ValueError(f"output {a.shape} and target {b.shape} differ in size")
-    h, w = a.shape[0] // period * period, a.shape[1] // period * period
-    if min(h, w) < 2 * radius + 1:
-        raise ValueError(f"image {a.shape[1]}x{a.shape[0]} is too small for a {2 * radius + 1}-bin neighbourhood")
     ring = np.ones((2 * radius + 1, 2 * radius + 1), bool)
     ring[radius - 1:radius + 2, radius - 1:radius + 2] = False
     prominence = []
-    for y in (a[:h, :w], b[:h, :w]):
-        power = np.abs(np.fft.fft2(y - y.mean())) ** 2
+    for power in _luma_power_spectra(output, target, period, crop, min_size=2 * radius + 1):
+        h, w = power.shape
         peak = around = 0.0
         for k in range(period):
             for l in range(period):
@@ -165,3 +149,17 @@ def grid_peaks(output: np.ndarray, target: np.ndarray, period: int, crop: int = 
                     around += window[ring].mean() * 9
         prominence.append(10 * np.log10((peak + 1e-6) / (around + 1e-6)))
     return float(prominence[0] - prominence[1])
+
+
+def _luma_power_spectra(output: np.ndarray, target: np.ndarray, period: int, crop: int, min_size: int):
+    """The power spectra of both images' mean-removed luma, cropped by ``crop`` and then to a
+    multiple of ``period`` (so that its harmonics fall on bins)."""
+    if period < 2:
+        raise ValueError(f"period must be at least 2 pixels, got {period}")
+    a, b = _crop(rgb_to_y(output), crop), _crop(rgb_to_y(target), crop)
+    if a.shape != b.shape:
+        raise ValueError(f"output {a.shape} and target {b.shape} differ in size")
+    h, w = a.shape[0] // period * period, a.shape[1] // period * period
+    if min(h, w) < max(min_size, 1):
+        raise ValueError(f"image {a.shape[1]}x{a.shape[0]} is too small for period {period} and {min_size} bins")
+    return [np.abs(np.fft.fft2(y[:h, :w] - y[:h, :w].mean())) ** 2 for y in (a, b)]
