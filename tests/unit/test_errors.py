@@ -75,10 +75,12 @@ def kept_records(name: str, request) -> list[logging.LogRecord]:
     return keep.records
 
 
-def test_a_request_that_urllib3_retried_is_logged_as_a_warning(flaky_server, request):
+def test_a_request_that_urllib3_retried_is_logged_as_a_warning(flaky_server, request, monkeypatch):
     """MLflow's and boto's HTTP clients retry through urllib3, which says so at DEBUG only."""
     import urllib3
 
+    # what show_client_retries sets for Prefect stays in this test, not in later tests' children
+    monkeypatch.setenv("PREFECT_LOGGING_LOGGERS_PREFECT_CLIENT_LEVEL", "DEBUG")
     show_client_retries()
     records = kept_records("urllib3.connectionpool", request)
     retry = urllib3.Retry(total=2, status_forcelist=[503], backoff_factor=0)
