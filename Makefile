@@ -32,11 +32,15 @@ system:                 ## Debian's chromium and postgresql for the tests (apt, 
 run: install            ## dvc repro on the defaults in params.yaml (one Prefect server for all stages)
 	$(BIN)/percept repro
 
+# Two workers: the tests that mostly wait on servers, schedulers and clusters run beside the ones
+# that compute (tests/workers.py keeps each file, and files sharing a costly set-up, on one worker).
+TEST_WORKERS ?= 2
+
 test: install system    ## the whole suite: unit, integration, end to end, browser, the native stack
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test-unit: install
-	$(BIN)/python -m pytest -m unit
+	$(BIN)/python -m pytest -m unit -n $(TEST_WORKERS)
 
 stack: install system   ## infra/compose's services as processes on 127.0.0.1, until Ctrl-C (PERCEPT_PROFILE=stack uses them)
 	$(BIN)/python -m pipelines.stack up

@@ -37,6 +37,9 @@ import yaml
 from botocore.config import Config as BotoConfig
 
 from pipelines.config import Config, parse_config
+from tests import workers
+
+workers.share_the_cores()
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
@@ -267,13 +270,16 @@ def pytest_runtest_makereport(item, call):
 
 
 # `make test` ends with one line per marker: how many tests, and how long their set-up, call and
-# tear-down took together, so the next person sees where the suite's time goes.
+# tear-down took together, then the whole run's wall clock against that sum (the workers' overlap),
+# so the next person sees where the suite's time goes.
 _MARKERS: list[str] = []  # the suite's own markers (pyproject's list), in its order
 _MARKER_TIMES: dict[str, list[float]] = {}
+_RUN = {"start": 0.0, "tests": 0, "seconds": 0.0, "workers": set()}
 
 
 def pytest_configure(config) -> None:
     _MARKERS[:] = [line.split(":", 1)[0].strip() for line in config.getini("markers")]
+    _RUN["start"] = time.monotonic()
 
 
 def pytest_runtest_logreport(report) -> None:
@@ -283,6 +289,10 @@ def pytest_runtest_logreport(report) -> None:
             counted = _MARKER_TIMES.setdefault(marker, [0, 0.0])
             counted[0] += report.when == "call"
             counted[1] += report.duration
+    _RUN["tests"] += report.when == "call"
+    _RUN["seconds"] += report.duration
+    node = getattr(report, "node", None)  # under xdist, the worker that ran it
+    _RUN["workers"].add(node.gateway.id if node else "this process")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -293,3 +303,18 @@ def pytest_terminal_summary(terminalreporter) -> None:
         if marker in _MARKER_TIMES:
             tests, seconds = _MARKER_TIMES[marker]
             terminalreporter.write_line(f"{marker}: {tests} tests, {seconds / 60:.1f} min ({seconds:.0f} s)")
+    wall, ran_on = time.monotonic() - _RUN["start"], len(_RUN["workers"])
+    terminalreporter.write_line(f"all: {_RUN['tests']} tests, {_RUN['seconds'] / 60:.1f} min of tests in "
+                                f"{wall / 60:.1f} min ({wall:.0f} s) on {ran_on} worker{'s' * (ran_on > 1)}")
+
+
+# `make test` runs two pytest-xdist workers: tests/workers.py says which tests go to one worker.
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    workers.check_shared_setup(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    return workers.make_scheduler(config, log)
