@@ -27,6 +27,7 @@ from pipelines.config import Config, parse_config
 from pipelines.engine import init_ray, stop_ray
 from pipelines.fsutil import atomic_write_text, sha256_file, staging_dir
 from pipelines.paths import Paths
+from pipelines.plots import TEMPLATE, write_plots_template
 from training.models import build_transform_net
 from training.pairs import sample_seed
 from training.shards import shard_urls
@@ -242,6 +243,7 @@ def write_model_dir(task: str, cfg: Config, paths: Paths, state: dict[str, Any],
                "tracking_uri": tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, paths.root), "steps": state["step"]}
         atomic_write_text(tmp / "run.json", json.dumps(run, indent=2, sort_keys=True) + "\n")
     atomic_write_text(paths.train_plot(task), buf.getvalue())
+    write_plots_template(paths.root / TEMPLATE)  # `dvc plots show` draws these curves offline
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,11 +1,17 @@
 """`dvc repro` on a temporary copy of the project with tiny params: runs, reruns as a no-op,
-reruns only the task whose params changed, round-trips the shards through an S3 remote, and
-`percept train` run twice from scratch writes the same model bytes."""
+reruns only the task whose params changed, round-trips the shards through an S3 remote,
+`percept train` run twice from scratch writes the same model bytes, and `dvc plots show` draws
+the loss curves in a browser with no network."""
 
+import io
 import shutil
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
+
+from tests.e2e.browser import chromium
 
 pytestmark = pytest.mark.e2e
 
@@ -112,3 +118,37 @@ def test_percept_train_twice_from_scratch_writes_the_same_model_bytes(project, t
         trained.append((copy / "models" / "sr_x4" / "model.pt").read_bytes())
     assert len(trained[0]) > 1000
     assert trained[0] == trained[1]
+
+
+def coloured_pixels(png: bytes) -> int:
+    """Pixels whose channels differ: the curves are coloured; axes, grid and text are grey."""
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    return int(((rgb.max(axis=2) - rgb.min(axis=2)) > 60).sum())
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(300)
+def test_dvc_plots_show_draws_every_tasks_loss_curve_offline(project, tmp_path):
+    """DVC's own page loads vega from a CDN and is blank offline; the project's template carries it."""
+    repo, run = project
+    check(run("dvc", "plots", "show", "-o", str(tmp_path / "plots")))
+    page_file = tmp_path / "plots" / "index.html"
+    html = page_file.read_text()
+    assert "cdn.jsdelivr.net" not in html and "window.vegaEmbed" in html
+    with chromium() as browser:
+        page = browser.new_context(offline=True, viewport={"width": 1200, "height": 900}).new_page()
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("requestfailed", lambda request: errors.append(f"{request.url}: {request.failure}"))
+        page.goto(page_file.as_uri())
+        charts = {task: page.locator(f"#plots_train_{task}_tsv") for task in ("sr_x4", "denoise")}
+        for chart in charts.values():
+            chart.locator(".mark-line path, canvas").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(300)  # the last chart's drawing
+        drawn = {task: coloured_pixels(chart.screenshot()) for task, chart in charts.items()}
+        page.add_style_tag(content=".mark-line { display: none }")  # the same charts without their curves
+        page.wait_for_timeout(300)
+        bare = {task: coloured_pixels(chart.screenshot()) for task, chart in charts.items()}
+    assert errors == []
+    # each task's curve is drawn: it alone colours some hundreds of pixels (the legend's dot ~270)
+    assert all(drawn[task] - bare[task] > 200 for task in charts), (drawn, bare)

@@ -25,13 +25,10 @@ import pytest
 import yaml
 
 from pipelines.stack import Process, wait_for_url
+from tests.e2e.browser import chromium
 from tests.e2e.project_copy import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
-CHROMIUM = os.environ.get("PERCEPT_CHROMIUM", "/usr/bin/chromium")
-# What Chromium needs on a closed network, as root, without a display (see the env notes).
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"]
 # The UI's first-visit extras, already seen: the registry promo modal and the assistant panel.
 FIRST_VISIT_SEEN = """
 localStorage.setItem('_mlflow_model_registry_promo_modal_dismissed_v1', 'true');
@@ -108,12 +105,7 @@ class Screens:
 
 @pytest.fixture
 def browser_page(tmp_path, request):
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} not found: `make test` installs Debian's chromium (make system)")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+    with chromium() as browser:
         context = browser.new_context(viewport={"width": 1400, "height": 900})
         context.add_init_script(FIRST_VISIT_SEEN)
         page = context.new_page()
@@ -128,7 +120,6 @@ def browser_page(tmp_path, request):
             print(f"screenshots kept in {FAILURES}")
         elif os.environ.get("PERCEPT_UI_SCREENSHOTS"):
             screens.keep(ROOT / os.environ["PERCEPT_UI_SCREENSHOTS"], screens.for_readme)
-        browser.close()
 
 
 @pytest.mark.timeout(1800)  # the session's first dvc repro and sr_x4's second (600 s each), the server, the browser
