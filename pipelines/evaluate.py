@@ -31,7 +31,7 @@ from pipelines.sheets import render_sheet, row_crops
 from training.pairs import sample_seed, val_pair
 from training.conditioning import rgb_of
 from training.lpips import Lpips
-from training.quality import METRICS, FeatureDistance, PerceptualScorer, ScoreContext, score
+from training.quality import METRICS, FeatureDistance, PerceptualScorer, ScoreContext, better, score
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
@@ -235,8 +235,20 @@ def write_report(report: dict[str, Any], sheet: np.ndarray, out_dir: Path) -> tu
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
-    """The report without per-image rows: what `dvc metrics show` and MLflow get."""
+    """The report without per-image rows: every figure of a set (``reports/<task>/summary.json``)."""
     return {k: v for k, v in report.items() if k not in ("per_image", "skipped", "task", "model", "image_set", *STAMPS)}
+
+
+def dvc_metrics(task: str, cfg: Config, reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``metrics/<task>.json``: the same few keys whatever the task, so `dvc metrics show` and
+    `dvc metrics diff` fit a terminal: the gate's metric and, per evaluation set (its levels stay in
+    the reports), the model's value, the baseline's and the gain (positive: better)."""
+    metric = cfg.gate(task).metric
+    figures = {"metric": metric}
+    for name in cfg.evaluate.sets:
+        value, base = reports[name][metric], reports[name]["baseline"][metric]
+        figures[name] = {"value": value, "baseline": base, "gain": better(metric, value, base)}
+    return figures
 
 
 STAMPS = ("weights_sha256", "settings_sha256")  # what a report scored: promote reuses it when both match
@@ -266,9 +278,9 @@ def run(task: str, model: str, cfg: Config, paths, images: Path | None = None, o
     """Evaluate ``model`` on ``images`` (one folder) or on every ``evaluate.sets`` folder, each also
     at the task's evaluation levels (blind restoration: ``Set5-sigma10``, ``Set5-sigma50``, ...).
 
-    Without ``images`` this is the DVC stage: reports go to ``reports/<task>/``, the summary to
-    ``metrics/<task>.json``, and, when the model is a training output with an MLflow run, the
-    figures and sheets are logged into that run.
+    Without ``images`` this is the DVC stage: reports go to ``reports/<task>/`` (every set's figures
+    together in its ``summary.json``), the gate's metric per set to ``metrics/<task>.json``, and, when the
+    model is a training output with an MLflow run, the figures and sheets are logged into that run.
     """
     from pipelines import tracking
     from pipelines.predictors import load_predictor
@@ -298,7 +310,8 @@ def run(task: str, model: str, cfg: Config, paths, images: Path | None = None, o
             written.extend(write_report(report, sheet, out_dir))
         print(summary_line(report), file=sys.stderr)
     if images is None:
-        atomic_write_text(paths.metrics(task), json.dumps({n: summary(r) for n, r in reports.items()}, indent=2) + "\n")
+        atomic_write_text(paths.report_summary(task), json.dumps({n: summary(r) for n, r in reports.items()}, indent=2) + "\n")
+        atomic_write_text(paths.metrics(task), json.dumps(dvc_metrics(task, cfg, reports), indent=2) + "\n")
         _log_to_training_run(Path(model), reports, written, tracking_uri)
     return reports
 

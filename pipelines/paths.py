@@ -65,8 +65,12 @@ class Paths:
         return self.root / "plots" / "train" / f"{task}.tsv"
 
     def metrics(self, task: str) -> Path:
-        """The evaluate stage's summary per image set (a DVC metric)."""
+        """The evaluate stage's DVC metric: the gate's metric per image set, against the baseline."""
         return self.root / "metrics" / f"{task}.json"
+
+    def report_summary(self, task: str) -> Path:
+        """Every figure of every set and level the evaluate stage scored, without per-image rows."""
+        return self.reports(task) / "summary.json"
 
     def reports(self, task: str) -> Path:
         """Full evaluation reports: per-image figures and a comparison sheet per image set."""

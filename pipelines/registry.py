@@ -62,8 +62,8 @@ def lineage_tags(task: str, cfg: Config, paths: Paths, run: dict[str, Any]) -> d
     }
     if paths.manifest.is_file():
         tags[MANIFEST_TAG] = sha256_file(paths.manifest)
-    if paths.metrics(task).is_file():
-        for image_set, figures in json.loads(paths.metrics(task).read_text()).items():
+    if paths.report_summary(task).is_file():
+        for image_set, figures in json.loads(paths.report_summary(task).read_text()).items():
             flat = tracking.flatten(figures)  # baseline figures nest under baseline.
             tags.update({f"{TAG}eval.{image_set}.{k}": f"{v:.6g}" for k, v in flat.items() if isinstance(v, float)})
     return tags
@@ -114,7 +114,7 @@ def sheets(client, run_id: str) -> list[str]:
 
 def describe(client, task: str, version: str, cfg: Config, paths: Paths, run: dict[str, Any], tags: dict[str, str]) -> None:
     """Markdown descriptions on the registered model and the version (pipelines.descriptions)."""
-    index_file, metrics_file = paths.shards(task) / "index.json", paths.metrics(task)
+    index_file, metrics_file = paths.shards(task) / "index.json", paths.report_summary(task)
     index = json.loads(index_file.read_text()) if index_file.is_file() else {}
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     body = descriptions.version_description(task, cfg, run, index, metrics, tags[TAG + "git_commit"],

@@ -42,18 +42,23 @@ def test_repro_runs_then_is_a_no_op_then_reruns_only_the_changed_task(project, r
         index = yaml.safe_load((repo / "data" / "shards" / task / "index.json").read_text())
         assert index["splits"] == {"train": 4 * 2, "val": 2} and index["scale"] == scale
     assert sorted(p.name for p in (repo / "data" / "raw" / "T91" / "HR").iterdir()) == ["t1.png", "t2.png", "t3.png", "t5.png"]
-    metrics = yaml.safe_load((repo / "metrics" / "sr_x4.json").read_text())
-    assert metrics["Set5"]["images"] == 2 and metrics["Set5"]["baseline"]["model"] == "bicubic"
+    figures = yaml.safe_load((repo / "reports" / "sr_x4" / "summary.json").read_text())
+    assert figures["Set5"]["images"] == 2 and figures["Set5"]["baseline"]["model"] == "bicubic"
+    metrics = yaml.safe_load((repo / "metrics" / "sr_x4.json").read_text())  # the gate's metric only
+    assert metrics == {"metric": "psnr_y", "Set5": {"value": figures["Set5"]["psnr_y"], "baseline": figures["Set5"]["baseline"]["psnr_y"],
+                                                    "gain": pytest.approx(figures["Set5"]["psnr_y"] - figures["Set5"]["baseline"]["psnr_y"])}}
     assert (repo / "reports" / "sr_x4" / "Set5.png").stat().st_size > 0
     registered = yaml.safe_load((repo / "registry" / "sr_x4.json").read_text())
     assert registered["version"] == 1 and registered["tags"]["percept.git_commit"] != "unknown"
     promotion = yaml.safe_load((repo / "registry" / "sr_x4.promotion.json").read_text())
     assert promotion["challenger"] == 1 and promotion["champion_after"] == (1 if promotion["promoted"] else None)
     assert "promote sr_x4: v1 " in out  # the decision, on the stage's stdout
-    denoise = yaml.safe_load((repo / "metrics" / "denoise.json").read_text())["Set5"]
-    assert denoise["baseline"]["model"] == "identity" and {"psnr", "ssim", "feature_distance"} <= set(denoise)
+    denoise = yaml.safe_load((repo / "reports" / "denoise" / "summary.json").read_text())
+    assert denoise["Set5"]["baseline"]["model"] == "identity" and {"psnr", "ssim", "feature_distance"} <= set(denoise["Set5"])
+    assert set(yaml.safe_load((repo / "metrics" / "denoise.json").read_text())) == {"metric", "Set5"}
     assert yaml.safe_load((repo / "registry" / "denoise.json").read_text())["name"] == "denoise"
-    assert "sr_x4" in check(run("dvc", "metrics", "show"))
+    shown = check(run("dvc", "metrics", "show"))
+    assert "metrics/sr_x4.json" in shown and max(map(len, shown.splitlines())) <= 160, shown
 
     stamp = {p: p.stat().st_mtime_ns for p in (repo / "data").rglob("*.tar")}
     out = check(run("dvc", "repro"))

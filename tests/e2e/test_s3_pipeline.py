@@ -98,7 +98,7 @@ def test_retrain_keeps_every_artefact_in_s3_and_a_fresh_clone_pulls_it_back(stac
     served = run("percept", "evaluate", "--task", "sr_x4", "--model", "models:/sr_x4@challenger", "--images", "data/raw/Set5", "--json")
     check(served)
     scored = json.loads(served.stdout)
-    local = json.loads((repo / "metrics" / "sr_x4.json").read_text())["Set5"]
+    local = json.loads((repo / "reports" / "sr_x4" / "summary.json").read_text())["Set5"]
     assert scored["images"] == 2 and scored["psnr_y"] == pytest.approx(local["psnr_y"], abs=1e-6)
 
     # A fresh clone of the repository restores the shards from the S3 remote.
