@@ -2,8 +2,8 @@
 
 DVC's own page loads the three from a CDN and stays blank offline (on a cluster node, behind a
 firewall, on this project's machines). ``.dvc/config`` names ``.dvc/plots.html`` as the page's
-template (``plots.html_template``, relative to ``.dvc/``); ``percept repro`` writes it from
-vl-convert's bundle of the three libraries (a PyPI wheel; nothing is downloaded at run time).
+template (``plots.html_template``, relative to ``.dvc/``); the train stage writes it beside the loss
+curves, from vl-convert's bundle of the three libraries (a PyPI wheel; nothing is downloaded).
 """
 
 from __future__ import annotations

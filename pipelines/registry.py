@@ -114,9 +114,9 @@ def sheets(client, run_id: str) -> list[str]:
 
 def describe(client, task: str, version: str, cfg: Config, paths: Paths, run: dict[str, Any], tags: dict[str, str]) -> None:
     """Markdown descriptions on the registered model and the version (pipelines.descriptions)."""
-    index_file, metrics_file = paths.shards(task) / "index.json", paths.report_summary(task)
+    index_file, figures_file = paths.shards(task) / "index.json", paths.report_summary(task)
     index = json.loads(index_file.read_text()) if index_file.is_file() else {}
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    metrics = json.loads(figures_file.read_text()) if figures_file.is_file() else {}
     body = descriptions.version_description(task, cfg, run, index, metrics, tags[TAG + "git_commit"],
                                             sheets(client, run["mlflow_run_id"]))
     client.update_registered_model(task, description=descriptions.model_description(task, cfg))
