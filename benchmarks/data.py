@@ -90,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def make_config(args: argparse.Namespace, datasets: Path, engine: str, workers: int = 0, encoding: str = "raw"):
     import yaml
 
-    from pipelines.config import parse_config
+    from pipelines.params import parse_config
     from pipelines.paths import Paths
 
     raw = yaml.safe_load(args.params.read_text())

@@ -51,7 +51,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines.config import Config, parse_config  # noqa: E402
+from pipelines.params import parse_config# noqa: E402
+from pipelines.schema import Config# noqa: E402
 from training.pairs import sample_seed, train_pair  # noqa: E402
 
 MODES = ("fp32", "channels_last", "bf16", "bf16+channels_last")
@@ -270,7 +271,8 @@ def train_for(task: Task, mode: str, seconds: float, rate: float) -> tuple[torch
 def validate(task: Task, model: torch.nn.Module, datasets: Path, sets: list[str], tiny: bool) -> dict[str, Any]:
     from pipelines.evaluate import evaluate_images, instruments, load_image_set
     from pipelines.predictors import Predictor
-    from training.inference import Engine, InferenceConfig
+    from training.inference import Engine
+    from training.options import InferenceConfig
 
     model = model.float().to(memory_format=torch.contiguous_format).eval()
     engine = Engine(model, task.degradation.input_scale, task.degradation.input_channels,

@@ -198,7 +198,8 @@ def bench_tiling(name: str, model, scale: int, side: int, device: str) -> dict:
     """Whole image against tiles of half its input side through ``Engine``: 8-bit difference, time."""
     import numpy as np
 
-    from training.inference import Engine, InferenceConfig
+    from training.inference import Engine
+    from training.options import InferenceConfig
 
     steps = np.random.default_rng(0).integers(-6, 7, (side // scale, side // scale, 3))
     image = np.clip(np.cumsum(steps, axis=1) + 128, 0, 255).astype(np.uint8)  # smooth, like a photo

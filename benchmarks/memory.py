@@ -41,7 +41,7 @@ apply_quiet_defaults()
 if {policy!r} == "keep":
     keep_freed_memory()
 import torch
-from pipelines.config import load_config
+from pipelines.params import load_config
 from training.vgg import load_feature_net
 torch.manual_seed(0)
 torch.set_num_threads(2)

@@ -144,7 +144,7 @@ def _status(field: str) -> int:
 def run_size(args: argparse.Namespace, datasets: Path, work: Path) -> dict:
     import yaml
 
-    from pipelines.config import parse_config
+    from pipelines.params import parse_config
     from pipelines.engine import data_engine, init_ray, stop_ray
     from pipelines.ingest import MANIFEST_FIELDS, decode_all, list_source, read_manifest, write_csv
     from pipelines.shard import image_jobs, write_split

@@ -258,7 +258,7 @@ def bench_config(args: argparse.Namespace, raw: dict[str, Any], work: Path, repe
     Each repeat gets its own checkpoint folder and MLflow experiment: the run name is deterministic
     (task + settings + shards), so sharing either would resume the previous repeat instead of training.
     """
-    from pipelines.config import parse_config
+    from pipelines.params import parse_config
 
     raw = copy.deepcopy(raw)
     task = raw["tasks"][TASK]
@@ -354,7 +354,7 @@ def build_shards(raw: dict[str, Any], datasets: Path, dest: Path, images: int) -
     """As benchmarks/data.py does: ingest T91 (first ``images``) + Set5, shard the sr_x4 train and val splits."""
     import random
 
-    from pipelines.config import parse_config
+    from pipelines.params import parse_config
     from pipelines.ingest import MANIFEST_FIELDS, decode_all, list_source, read_manifest, write_csv
     from pipelines.engine import data_engine
     from pipelines.shard import image_jobs, index_for, write_split

@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 from tqdm import tqdm
 
 from pipelines import s3 as s3lib
-from pipelines.config import Collection, Config, RemoteFile
+from pipelines.schema import Collection, Config, RemoteFile
 from pipelines.errors import UserError
 from pipelines.fsutil import CHUNK, sha256_file, staging_dir
 from pipelines.paths import DATASETS_ENV, WEIGHTS_ENV, Paths

@@ -29,10 +29,9 @@ import numpy as np
 from tqdm import tqdm
 
 from pipelines.errors import UserError
-from pipelines.evaluate import IMAGE_SUFFIXES
 from pipelines.fsutil import atomic_write_bytes
 from training.conditioning import LevelSpec, NoLevel, conditioned_input
-from training.images import DecodeLimits, decode_image, encode_png, failure_reason, read_file
+from training.images import DecodeLimits, decode_image, encode_png, failure_reason, list_images, no_images, read_file
 from training.inference import Engine
 
 log = logging.getLogger(__name__)
@@ -74,10 +73,9 @@ def plan(source: Path, out: Path) -> list[tuple[Path, Path]]:
     if not source.is_dir():
         raise FileNotFoundError(f"--input {source}: no such file or folder")
     out_abs = out.resolve()
-    files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and out_abs not in p.resolve().parents)
+    files = [p for p in list_images(source) if out_abs not in p.resolve().parents]
     if not files:
-        raise FileNotFoundError(f"--input {source}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise FileNotFoundError(f"--input {no_images(source)}")
     rels = [p.relative_to(source) for p in files]
     stems = [r.with_suffix("").as_posix() for r in rels]
     return [(p, out / (r.with_suffix(".png") if stems.count(s) == 1 else r.with_name(r.name + ".png")))

@@ -1,4 +1,4 @@
-"""The ``percept`` command line: one verb per pipeline stage, each a thin call into a flow."""
+"""The ``percept`` command line: its parser, and ``VERBS``, the table of what each verb runs."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import argparse
 import gc
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from pipelines.config import DEFAULT_PARAMS, ConfigError, load_config
+from pipelines.params import DEFAULT_PARAMS, load_config
+from pipelines.schema import Config
+from pipelines.errors import ConfigError, one_line_user_errors, show_client_retries
 from pipelines.env import apply_quiet_defaults, keep_freed_memory
-from pipelines.errors import one_line_user_errors, show_client_retries
 from pipelines.paths import DATASETS_ENV
 
 apply_quiet_defaults()  # before the libraries are imported by the verbs
@@ -263,103 +265,144 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def run(args: argparse.Namespace, cfg) -> int:
+def run(args: argparse.Namespace, cfg: Config) -> int:
     if getattr(args, "task", None):
         cfg.task(args.task)  # an unknown name stops here, before any flow or cluster starts
     if cfg.s3.endpoint_url or cfg.s3.region:
         from pipelines.s3 import export_endpoint
 
         export_endpoint(cfg.s3)
-    if args.command == "acquire":
-        from pipelines.acquire import acquire
+    return VERBS[args.command](args, cfg) or 0
 
-        acquire(cfg)
-    elif args.command == "ingest":
-        from pipelines.ingest import ingest_flow
 
-        ingest_flow(cfg)
-    elif args.command == "shard":
-        from pipelines.engine import data_engine
-        from pipelines.shard import shard_flow
+# One function per verb; each imports its stage or tool when called, so `percept tasks` never
+# loads torch, Ray or MLflow. A verb returns its exit status, or None for 0.
 
-        with data_engine(cfg):  # one Ray for every task's flow (each joins it), not one each
-            for name in cfg.task_names if args.all else [args.task]:
-                shard_flow(name, cfg)
-    elif args.command == "train":
-        from pipelines.train import job_server, submit_job, train
 
-        if job_server(cfg):
-            submit_job(args.task, cfg, Path(args.params))
+def _acquire(args, cfg):
+    from pipelines.acquire import acquire
+
+    acquire(cfg)
+
+
+def _ingest(args, cfg):
+    from pipelines.ingest import ingest_flow
+
+    ingest_flow(cfg)
+
+
+def _shard(args, cfg):
+    from pipelines.engine import data_engine
+    from pipelines.shard import shard_flow
+
+    with data_engine(cfg):  # one Ray for every task's flow (each joins it), not one each
+        for name in cfg.task_names if args.all else [args.task]:
+            shard_flow(name, cfg)
+
+
+def _train(args, cfg):
+    from pipelines.train import job_server, submit_job, train
+
+    if job_server(cfg):
+        submit_job(args.task, cfg, Path(args.params))
+    else:
+        train(args.task, cfg)
+
+
+def _evaluate(args, cfg):
+    import json
+
+    from pipelines import evaluate
+    from pipelines.paths import Paths
+
+    reports = evaluate.run(args.task, args.model, cfg, Paths(), images=args.images, out=args.out, any_task=args.any_task)
+    if args.json:
+        if args.images:  # the folder's report, with its reports at each evaluation level inside
+            main, *levels = reports.values()
+            only = {**main, **({"levels": {r["image_set"]: r for r in levels}} if levels else {})}
         else:
-            train(args.task, cfg)
-    elif args.command == "evaluate":
-        import json
+            only = {"task": args.task, "model": args.model, "sets": reports}
+        print(json.dumps(only))
 
-        from pipelines import evaluate
-        from pipelines.paths import Paths
 
-        reports = evaluate.run(args.task, args.model, cfg, Paths(), images=args.images, out=args.out, any_task=args.any_task)
-        if args.json:
-            if args.images:  # the folder's report, with its reports at each evaluation level inside
-                main, *levels = reports.values()
-                only = {**main, **({"levels": {r["image_set"]: r for r in levels}} if levels else {})}
-            else:
-                only = {"task": args.task, "model": args.model, "sets": reports}
-            print(json.dumps(only))
-    elif args.command == "register":
-        from pipelines.registry import register
+def _register(args, cfg):
+    from pipelines.registry import register
 
-        register(args.task, cfg)
-    elif args.command == "promote":
-        from pipelines.promote import promote_flow
+    register(args.task, cfg)
 
-        record = promote_flow(args.task, cfg, version=args.version, force=args.force)
-        print(record["line"])
-        return 1 if record.get("failed") else 0
-    elif args.command == "retrain":
-        from pipelines.retrain import retrain_flow
 
-        summary = retrain_flow(str(args.params), force=args.force, push=cfg.retrain.push and not args.no_push)
-        print(f"retrain: {summary['status']}; data changed for: {', '.join(summary['changed']) or 'none'}")
-    elif args.command == "schedule":
-        from pipelines.retrain import serve
+def _promote(args, cfg):
+    from pipelines.promote import promote_flow
 
-        serve(cfg, str(args.params))
-    elif args.command == "repro":
-        from pipelines.repro import repro
+    record = promote_flow(args.task, cfg, version=args.version, force=args.force)
+    print(record["line"])
+    return 1 if record.get("failed") else 0
 
-        return repro(args.dvc_args, cfg)
-    elif args.command == "remote":
-        from pipelines.remote import configure_dvc_remote
 
-        url = configure_dvc_remote(cfg)
-        print(f"DVC remote: {url} (in .dvc/config.local)" if url else "DVC remote: .dvc/config's default (s3.bucket is not set)")
-    elif args.command == "apply":
-        from pipelines.apply import run_cli
+def _retrain(args, cfg):
+    from pipelines.retrain import retrain_flow
 
-        return run_cli(args, cfg)
-    elif args.command == "compare":
-        from pipelines.compare import run_cli
+    summary = retrain_flow(str(args.params), force=args.force, push=cfg.retrain.push and not args.no_push)
+    print(f"retrain: {summary['status']}; data changed for: {', '.join(summary['changed']) or 'none'}")
 
-        return run_cli(args, cfg)
-    elif args.command == "export":
-        from pipelines.export import run_cli
 
-        return run_cli(args, cfg)
-    elif args.command == "tasks":
-        from training.tasks import TASKS
+def _schedule(args, cfg):
+    from pipelines.retrain import serve
 
-        print("configured in params.yaml (* = trained by `dvc repro`):")
-        for name in cfg.task_names:
-            entry = cfg.task(name).entry
-            mark = "*" if name in cfg.train.tasks else " "
-            print(f"{mark} {name:14s} {entry.name:10s} {entry.description}")
-        unused = [t for t in TASKS.values() if all(cfg.task(n).entry is not t for n in cfg.task_names)]
-        if unused:
-            print("registered, not configured:")
-            for t in unused:
-                print(f"  {t.name:14s} {t.name:10s} {t.description}")
-    return 0
+    serve(cfg, str(args.params))
+
+
+def _repro(args, cfg):
+    from pipelines.repro import repro
+
+    return repro(args.dvc_args, cfg)
+
+
+def _remote(args, cfg):
+    from pipelines.remote import configure_dvc_remote
+
+    url = configure_dvc_remote(cfg)
+    print(f"DVC remote: {url} (in .dvc/config.local)" if url else "DVC remote: .dvc/config's default (s3.bucket is not set)")
+
+
+def _apply(args, cfg):
+    from pipelines.apply import run_cli
+
+    return run_cli(args, cfg)
+
+
+def _compare(args, cfg):
+    from pipelines.compare import run_cli
+
+    return run_cli(args, cfg)
+
+
+def _export(args, cfg):
+    from pipelines.export import run_cli
+
+    return run_cli(args, cfg)
+
+
+def _tasks(args, cfg):
+    from training.tasks import TASKS
+
+    print("configured in params.yaml (* = trained by `dvc repro`):")
+    for name in cfg.task_names:
+        entry = cfg.task(name).entry
+        mark = "*" if name in cfg.train.tasks else " "
+        print(f"{mark} {name:14s} {entry.name:10s} {entry.description}")
+    unused = [t for t in TASKS.values() if all(cfg.task(n).entry is not t for n in cfg.task_names)]
+    if unused:
+        print("registered, not configured:")
+        for t in unused:
+            print(f"  {t.name:14s} {t.name:10s} {t.description}")
+
+
+VERBS: dict[str, Callable[[argparse.Namespace, Config], int | None]] = {
+    "acquire": _acquire, "ingest": _ingest, "shard": _shard, "train": _train, "evaluate": _evaluate,
+    "register": _register, "promote": _promote, "retrain": _retrain, "schedule": _schedule, "repro": _repro,
+    "remote": _remote, "apply": _apply, "compare": _compare, "export": _export, "tasks": _tasks,
+}
 
 
 def entry() -> None:

@@ -17,12 +17,12 @@ import numpy as np
 from tqdm import tqdm
 
 from pipelines.errors import UserError
-from pipelines.evaluate import IMAGE_SUFFIXES
-from pipelines.predictors import BASELINES, Predictor, baseline
+from pipelines.predictors import Predictor, baseline
+from pipelines.schema import BASELINES
 from pipelines.sheets import centre_box, render_sheet
 from training.conditioning import LevelSpec, NoLevel, conditioned_input
-from training.images import DecodeLimits, decode_image, failure_reason, read_file
-from training.inference import InferenceConfig
+from training.images import DecodeLimits, decode_image, failure_reason, list_images, no_images, read_file
+from training.options import InferenceConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def image_files(folder: Path) -> list[Path]:
         return [folder]
     if not folder.is_dir():
         raise CompareError(f"{folder}: no such file or folder")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return list_images(folder)
 
 
 def reference_for(image: Path, folder: Path | None) -> Path | None:
@@ -95,7 +95,7 @@ def compare(inputs: Path, cols: list[Column], scale: int, reference: Path | None
     ``level`` for the models conditioned on it (else each JPEG's own quality, for JPEG repair)."""
     files = image_files(inputs)[:max_images]
     if not files:
-        raise CompareError(f"{inputs}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise CompareError(no_images(inputs))
     rows, skipped = [], []
     side = crop - crop % scale
     for path in tqdm(files, desc="compare", unit="img", file=sys.stderr, disable=not progress):

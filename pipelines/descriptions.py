@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.config import Config
+from pipelines.schema import Config
 from training.quality import METRICS
 
 GATE_HEADING = "#### Promotion gate"

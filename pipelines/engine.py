@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from pipelines.config import Config
+from pipelines.schema import Config
 from pipelines.env import apply_local_ray_defaults
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,17 @@ def init_ray(cfg: Config, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, configure_logging=False)
     else:
-        apply_local_ray_defaults()  # read by the raylet started below
-        ray.init(num_cpus=num_cpus, _temp_dir=local_temp_dir(), configure_logging=False)
+        start_local_ray(num_cpus)
     return True
+
+
+def start_local_ray(num_cpus: int | None = None) -> None:
+    """``ray.init`` of a local Ray in its own short temp folder, with percept's quiet defaults;
+    end it with ``stop_ray``."""
+    import ray
+
+    apply_local_ray_defaults()  # read by the raylet and the Train controllers it will start
+    ray.init(num_cpus=num_cpus, _temp_dir=local_temp_dir(), configure_logging=False)
 
 
 def stop_ray() -> None:

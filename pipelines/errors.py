@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import reprlib
+from typing import Any
 
 # The loggers of Prefect's flow and task engines ("Encountered exception during execution").
 PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
@@ -17,6 +19,41 @@ PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 class UserError(Exception):
     """Bad input or settings, explained in the user's terms by the message."""
+
+
+# A message quotes values, never whole ones: a params.yaml of a few YAML aliases can stand for
+# millions of items, and a message that quotes them is a screen no one reads.
+QUOTE_LIMIT = 100  # characters of a value's repr that an error quotes
+LINE_LIMIT = 400  # characters of one reported problem
+MESSAGE_LIMIT = 4000  # characters of a whole ConfigError message
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+class ConfigError(UserError, ValueError):
+    """params.yaml is missing, malformed or holds an impossible value. The message is bounded
+    (MESSAGE_LIMIT), whatever value or path it quotes."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(clip(str(message), MESSAGE_LIMIT))
+
+
+_REPR = reprlib.Repr()  # Python 3.11's takes no arguments
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxlong, _REPR.maxother = 3, QUOTE_LIMIT, 40, QUOTE_LIMIT
+
+
+def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """A short ``repr(value)``, with the size of what it leaves out: reprlib elides long strings
+    and collections as it goes, so a few YAML aliases standing for millions of items never
+    build a huge message."""
+    text = _REPR.repr(value)
+    if isinstance(value, str) and len(value) > limit:
+        return f"{text[:limit]}… ({len(value)} characters)"
+    if isinstance(value, (list, tuple, dict, set)) and len(value) > 6:  # reprlib's default cut
+        return f"{text[:limit]}… ({type(value).__name__} of {len(value)} items)"
+    return text[:limit] + "…" if len(text) > limit else text
 
 
 class OneLineUserErrors(logging.Filter):

@@ -9,7 +9,6 @@ set holds the means, the baseline's means and per-image figures; a comparison sh
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -22,10 +21,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipelines.config import Config
+from pipelines.schema import Config
 from pipelines.errors import UserError
+from pipelines.fingerprints import evaluation_sha256
 from pipelines.fsutil import atomic_write_bytes, atomic_write_text, sha256_file
-from training.images import DecodeLimits, decode_image, encode_png, failure_reason, read_file
+from training.images import DecodeLimits, decode_image, encode_png, failure_reason, list_images, no_images, read_file
 from pipelines.predictors import Predictor, baseline
 from pipelines.sheets import render_sheet, row_crops
 from training.pairs import sample_seed, val_pair
@@ -34,7 +34,6 @@ from training.lpips import Lpips
 from training.quality import METRICS, FeatureDistance, PerceptualScorer, ScoreContext, better, score
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 
 
 class EvaluationError(UserError, RuntimeError):
@@ -90,9 +89,9 @@ def load_image_set(folder: Path, task: str, cfg: Config, level: float | None = N
     a folder where none can be is an ``EvaluationError``."""
     if not folder.is_dir():
         raise EvaluationError(f"{folder}: no such folder of images")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = list_images(folder)
     if not files:
-        raise EvaluationError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise EvaluationError(no_images(folder))
     stems = [p.stem for p in files]
     degradation = cfg.degradation(task) if level is None else cfg.degradation(task).at(level)
     colour_only = cfg.task(task).entry.colour_targets_only
@@ -254,16 +253,6 @@ def dvc_metrics(task: str, cfg: Config, reports: dict[str, dict[str, Any]]) -> d
 STAMPS = ("weights_sha256", "settings_sha256")  # what a report scored: promote reuses it when both match
 
 
-def settings_sha256(task: str, cfg: Config, folder: Path) -> str:
-    """Everything besides the weights that shapes a report on ``folder``: its images, the task's
-    block (degradation, metrics), the seed (noisy inputs), the evaluation and feature settings."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    images = {p.relative_to(folder).as_posix(): sha256_file(p) for p in files}
-    settings = {"task": cfg.task(task).model_dump(mode="json"), "seed": cfg.seed, "images": images,
-                "evaluate": cfg.evaluate.model_dump(mode="json"), "feature_net": cfg.feature_net.model_dump(mode="json")}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-
-
 def summary_line(report: dict[str, Any]) -> str:
     names = [n for n in METRICS if n in report["baseline"]]
     ours = ", ".join(f"{n} {report[n]:.4g}" for n in names)
@@ -298,7 +287,7 @@ def run(task: str, model: str, cfg: Config, paths, images: Path | None = None, o
     stamp = sha256_file(weights) if weights.is_file() and images is None else None
     reports, written = {}, []
     # one hash per folder, not per level: the levels of a folder read the same images
-    stamps = {folder: settings_sha256(task, cfg, folder) for folder in {one.folder for one in sets}} if stamp else {}
+    stamps = {folder: evaluation_sha256(task, cfg, folder) for folder in {one.folder for one in sets}} if stamp else {}
     for one in sets:
         images_at = load_image_set(one.folder, task, cfg, one.level)
         report, sheet = evaluate_images(task, predictor, images_at, cfg, one.name, tools, progress,

@@ -29,7 +29,7 @@ from prefect.artifacts import create_table_artifact
 from tqdm import tqdm
 
 from pipelines import s3 as s3lib
-from pipelines.config import Config, Source
+from pipelines.schema import Config, Source
 from pipelines.fsutil import staging_dir
 from pipelines.engine import data_engine
 from pipelines.errors import UserError

@@ -19,12 +19,13 @@ from typing import Any, Callable
 import numpy as np
 
 from pipelines.errors import UserError
+from pipelines.schema import BASELINES
 from training.conditioning import rgb_of
 from training.imresize import imresize_uint8
-from training.inference import Engine, InferenceConfig, ModelFileError, load_model_file
+from training.inference import Engine, ModelFileError, load_model_file
+from training.options import InferenceConfig
 from torch import nn
 
-BASELINES = ("bicubic", "identity")
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
 

@@ -12,7 +12,8 @@ from torch import nn
 from training.images import load_style_image
 from training.losses import PerceptualLoss
 from training.models import init_encoder
-from training.vgg import FeatureNetConfig, load_feature_net
+from training.vgg import load_feature_net
+from training.options import FeatureNetConfig
 
 
 def task_loss(params, feature_net: FeatureNetConfig, root: Path = Path("."), device: torch.device | str = "cpu") -> PerceptualLoss:

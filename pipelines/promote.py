@@ -21,9 +21,10 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from pipelines import tracking
-from pipelines.config import Config
+from pipelines.schema import Config
 from pipelines.descriptions import gate_markdown, with_gate
-from pipelines.evaluate import EvalSet, EvaluationError, eval_sets, evaluate_images, instruments, load_image_set, settings_sha256
+from pipelines.evaluate import EvalSet, EvaluationError, eval_sets, evaluate_images, instruments, load_image_set
+from pipelines.fingerprints import evaluation_sha256
 from pipelines.fsutil import atomic_write_text
 from pipelines.paths import Paths
 from pipelines.predictors import ModelSpecError, load_predictor
@@ -74,7 +75,7 @@ def stage_reports(task: str, cfg: Config, paths: Paths, weights_sha256: str | No
         path = paths.reports(task) / f"{one.name}.json"
         report = json.loads(path.read_text()) if path.is_file() else {}
         if one.folder not in stamps:  # one hash per folder: its levels read the same images
-            stamps[one.folder] = settings_sha256(task, cfg, one.folder)
+            stamps[one.folder] = evaluation_sha256(task, cfg, one.folder)
         if not weights_sha256 or report.get("weights_sha256") != weights_sha256 \
                 or report.get("settings_sha256") != stamps[one.folder]:
             return None

@@ -7,7 +7,6 @@ instead of adding a duplicate, so ``dvc repro`` and the scheduled retrain can re
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import subprocess
@@ -17,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from pipelines import descriptions, tracking
-from pipelines.config import Config
+from pipelines.schema import Config
+from pipelines.fingerprints import TRAINING_CODE, params_hash
 from pipelines.fsutil import atomic_write_text, sha256_file
 from pipelines.paths import Paths
 
@@ -27,17 +27,9 @@ TAG = "percept."  # prefix of every tag percept writes
 WEIGHTS_TAG = TAG + "weights_sha256"
 MANIFEST_TAG = TAG + "manifest_sha256"  # the ingested data a version was trained on (retrain compares it)
 SERVING_CODE = Path(__file__).with_name("serving.py")
-TRAINING_CODE = Path(__file__).resolve().parents[1] / "training"
 # The pyfunc tiles like `percept apply`: images up to about 1024 output pixels a side run whole,
 # larger ones in tiles that match the whole-image output (training/tiling.py).
 SERVE_TILE, SERVE_OVERLAP = "auto", None
-SERVE_MAX_PIXELS = 4_000_000  # input pixels per request: 4 MP in is 64 MP out at x4
-
-
-def params_hash(task: str, cfg: Config) -> str:
-    """The settings that shape a task's model: its params block, the seed, the feature network."""
-    recipe = {"task": cfg.task(task).model_dump(mode="json"), "seed": cfg.seed, "feature_net": cfg.feature_net.model_dump(mode="json")}
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
 def git_commit(root: Path) -> str:
@@ -85,7 +77,7 @@ def log_pyfunc(task: str, paths: Paths, training_run_id: str) -> str:
 
     model_dir = paths.models(task)
     settings = model_dir.parent / f".{task}.serving.json"
-    atomic_write_text(settings, json.dumps({"tile": SERVE_TILE, "overlap": SERVE_OVERLAP, "max_pixels": SERVE_MAX_PIXELS}))
+    atomic_write_text(settings, json.dumps({"tile": SERVE_TILE, "overlap": SERVE_OVERLAP}))
     try:
         with mlflow.start_run(run_id=training_run_id):
             info = mlflow.pyfunc.log_model(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.config import Config
+from pipelines.schema import Config
 
 REMOTE = "percept-s3"
 

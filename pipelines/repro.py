@@ -17,9 +17,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 
-from pipelines.config import Config
-from pipelines.engine import local_temp_dir, stop_ray
-from pipelines.env import apply_local_ray_defaults
+from pipelines.schema import Config
+from pipelines.engine import ray_address, start_local_ray, stop_ray
 from pipelines.remote import configure_dvc_remote
 
 
@@ -43,13 +42,12 @@ def prefect_api() -> Iterator[str]:
 def local_ray(cfg: Config) -> Iterator[dict[str, str]]:
     """``{"RAY_ADDRESS": ...}`` of a local Ray started here and stopped on exit, or nothing when
     the train stages join a cluster of their own (``train.ray_address``, ``$RAY_ADDRESS``)."""
-    if cfg.train.ray_address or os.environ.get("RAY_ADDRESS"):
+    if ray_address(cfg):
         yield {}
         return
     import ray
 
-    apply_local_ray_defaults()  # read by the raylet and the Train controllers it will start
-    ray.init(_temp_dir=local_temp_dir(), configure_logging=False)
+    start_local_ray()
     try:
         yield {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     finally:

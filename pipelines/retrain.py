@@ -29,7 +29,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.tasks import exponential_backoff
 
 from pipelines import tracking
-from pipelines.config import DEFAULT_PARAMS, load_config
+from pipelines.params import DEFAULT_PARAMS, load_config
 from pipelines.fsutil import sha256_file
 from pipelines.paths import Paths
 from pipelines.registry import MANIFEST_TAG

@@ -10,7 +10,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipelines.config import S3Config
+from pipelines.schema import S3Config
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 WEIGHTS, SETTINGS = "weights", "settings"
 IMAGE, FORMAT, LEVEL = "image", "format", "level"
 OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG"}
-DEFAULT_MAX_PIXELS = 4_000_000  # input pixels; settings may lower or raise it per model
+DEFAULT_MAX_PIXELS = 4_000_000  # input pixels per request (4 MP in is 64 MP out at x4); a model's settings may change it
 JPEG_QUALITY = 95
 
 
@@ -52,7 +52,8 @@ class PerceptModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from training.images import DecodeLimits
         from training.conditioning import LevelSpec
-        from training.inference import Engine, InferenceConfig, load_model_file
+        from training.inference import Engine, load_model_file
+        from training.options import InferenceConfig
 
         self.model, self.meta = load_model_file(context.artifacts[WEIGHTS])
         self.spec = LevelSpec.from_dict(self.meta["level"]) if "level" in self.meta else None

@@ -24,7 +24,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
-from pipelines.config import Config
+from pipelines.schema import Config
 from pipelines.engine import OrderedMap, data_engine
 from pipelines.fsutil import atomic_write_text, sha256_file, staging_dir
 from pipelines.ingest import ManifestRow, read_manifest

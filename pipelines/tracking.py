@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import Config, MlflowConfig
+from pipelines.schema import Config, MlflowConfig
 
 RUN_NAME_TAG = "percept.run_name"
 

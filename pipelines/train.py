@@ -9,7 +9,6 @@ also owns the single MLflow run, which rank 0 logs into. The outputs under ``mod
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -23,9 +22,11 @@ from typing import Any
 import torch
 
 from pipelines import tracking
-from pipelines.config import Config, parse_config
+from pipelines.params import parse_config
+from pipelines.schema import Config
 from pipelines.engine import init_ray, stop_ray
-from pipelines.fsutil import atomic_write_text, sha256_file, staging_dir
+from pipelines.fingerprints import run_name
+from pipelines.fsutil import atomic_write_text, staging_dir
 from pipelines.paths import Paths
 from pipelines.plots import TEMPLATE, write_plots_template
 from training.models import build_transform_net
@@ -34,7 +35,6 @@ from training.shards import shard_urls
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
-TRAINING_CODE = Path(__file__).resolve().parents[1] / "training"
 LOSS_KEYS = ["total", "pixel", "feature", "style", "tv", "ssim", "colour", "batch_colour", "gan", "disc"]
 
 
@@ -49,22 +49,6 @@ class TrainOutcome:
 
 # ------------------------------------------------------------------------------------------
 # Driver
-
-
-def run_name(task: str, cfg: Config, index_path: Path) -> str:
-    """Same task, settings and shards -> same name -> a rerun resumes instead of starting over."""
-    recipe = {
-        "task": cfg.task(task).model_dump(mode="json"),
-        "seed": cfg.seed,
-        "feature_net": cfg.feature_net.model_dump(mode="json"),
-        "workers": cfg.train.workers,
-        "data_order": cfg.train.data_order,
-        "shards": sha256_file(index_path),
-        # Changed training code must not resume a run that older code finished.
-        "code": {p.name: sha256_file(p) for p in sorted(TRAINING_CODE.glob("*.py"))},
-    }
-    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
-    return f"{task}-{digest}"
 
 
 def storage(cfg: Config, root: Path) -> tuple[str, Any]:

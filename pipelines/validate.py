@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from pipelines import s3 as s3lib
-from pipelines.config import S3Config
+from pipelines.schema import S3Config
 from training.images import DecodeLimits, Rejected, RejectReason, decode_image, encode_png, pixel_sha256, read_file
 
 

@@ -36,7 +36,8 @@ import pytest
 import yaml
 from botocore.config import Config as BotoConfig
 
-from pipelines.config import Config, parse_config
+from pipelines.params import parse_config
+from pipelines.schema import Config
 from tests import workers
 
 workers.share_the_cores()

@@ -16,20 +16,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
-
-
-class GanConfig(BaseModel):
-    """``loss.gan``: the adversarial term (off at ``weight`` 0)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    # Real-ESRGAN weighs its GAN term 0.1 beside L1 1 and the perceptual term 1.
-    weight: float = Field(0.0, ge=0)
-    # The discriminator's width (Real-ESRGAN: 64; half of it costs a quarter of the compute on a CPU).
-    features: int = Field(32, ge=4, le=256)
-    lr: float = Field(1e-4, gt=0, le=1)
+from training.options import GanConfig
 
 
 class UNetDiscriminatorSN(nn.Module):

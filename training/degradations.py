@@ -12,15 +12,18 @@ strength written as ``[low, high]`` is drawn per sample from the sample's seed (
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-import albumentations as A
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, PrivateAttr, TypeAdapter, ValidationError, model_validator
 
 from training.conditioning import LevelSpec, level_code, with_level
 from training.imresize import imresize_uint8
+
+if TYPE_CHECKING:
+    import albumentations as A  # imported where a transform is built: it loads torch (2 s), which
+    # the settings schema, reading these classes in every `percept` process, must not pay for
 
 
 class Degradation(BaseModel):
@@ -29,7 +32,7 @@ class Degradation(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: ClassVar[str] = "degradation"
-    _pipeline: A.Compose | None = PrivateAttr(default=None)
+    _pipeline: Any = PrivateAttr(default=None)  # the albumentations Compose, built on first use
 
     @property
     def input_scale(self) -> int:
@@ -52,6 +55,8 @@ class Degradation(BaseModel):
     def __call__(self, target: np.ndarray, seed: int) -> np.ndarray:
         check_uint8_rgb(target)
         if self._pipeline is None:
+            import albumentations as A
+
             self._pipeline = A.Compose(self.transforms())
         self._pipeline.set_random_seed(seed)
         return self._pipeline(image=target)["image"]
@@ -77,6 +82,8 @@ class BicubicDownscale(Degradation):
     def __call__(self, target: np.ndarray, seed: int) -> np.ndarray:
         h, w = check_sr_target(target, self.scale)
         if self.blur_sigma is not None:
+            import albumentations as A
+
             blur = A.GaussianBlur(blur_limit=0, sigma_limit=(self.blur_sigma, self.blur_sigma), p=1.0)
             target = blur(image=target)["image"]
         return imresize_uint8(target, output_shape=(h // self.scale, w // self.scale))
@@ -210,6 +217,8 @@ class GaussianNoise(LevelledDegradation):
     sigma: Level(ge=0, le=255) = 25.0
 
     def transforms(self) -> list[A.BasicTransform]:
+        import albumentations as A
+
         low, high = self.levels
         return [A.GaussNoise(std_range=(low / 255.0, high / 255.0), mean_range=(0.0, 0.0), per_channel=True, p=1.0)]
 
@@ -223,6 +232,8 @@ class GaussianBlur(LevelledDegradation):
     sigma: Level(gt=0, le=20) = 2.0
 
     def transforms(self) -> list[A.BasicTransform]:
+        import albumentations as A
+
         return [A.GaussianBlur(blur_limit=0, sigma_limit=self.levels, p=1.0)]
 
 
@@ -266,6 +277,8 @@ class Grayscale(Degradation):
         return self.channels
 
     def transforms(self) -> list[A.BasicTransform]:
+        import albumentations as A
+
         return [A.ToGray(num_output_channels=self.channels, method="weighted_average", p=1.0)]
 
 

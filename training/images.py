@@ -84,6 +84,19 @@ SINGLE_CHANNEL_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I
 _PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
 
 
+# The files percept takes as images in a folder (evaluation sets, `percept apply`, compare sheets).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files under ``folder``, recursively, sorted (by suffix; nothing is opened)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def no_images(folder: Path) -> str:
+    return f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
+
+
 def source_channels(mode: str) -> int:
     """1 for gray sources (evaluation scores them on their gray values, not on Y), else 3."""
     return 1 if mode in SINGLE_CHANNEL_MODES else 3

@@ -15,14 +15,15 @@ import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from training.conditioning import LevelSpec
-from training.models import ResNet, TransformNet, build_transform_net, parse_model_config
+from training.models import ResNet, TransformNet, build_transform_net
+from training.options import AUTO_TILE_OUTPUT, InferenceConfig, parse_model_config
 from training.tiling import receptive_radius, tiled_forward, whole_image_layers
 
 
@@ -163,25 +164,6 @@ def to_image(output: torch.Tensor) -> np.ndarray:
     if not torch.isfinite(output).all():
         raise ValueError("the network produced non-finite values (NaN or inf)")
     return output[0].clamp(0, 1).mul(255.0).round().byte().permute(1, 2, 0).cpu().numpy()
-
-
-AUTO_TILE_OUTPUT = 1024  # tile="auto": tiles of about this many output pixels a side
-
-
-class InferenceConfig(BaseModel):
-    """How ``Engine`` runs a network (``inference:`` in params.yaml, flags of ``percept apply``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu, cuda or cuda:N")
-    tile: int | Literal["auto"] | None = Field(
-        "auto", description=f"input pixels per tile side; auto = {AUTO_TILE_OUTPUT} output pixels; null = whole images")
-    overlap: int | None = Field(None, ge=0, description="tile overlap in input pixels, at least the network's "
-                                "receptive radius (null: that radius)")
-    batch: int = Field(4, ge=1, le=1024, description="same-size images or tiles per forward pass")
-    channels_last: bool = False
-    compile: bool = Field(False, description="torch.compile the network (a warm-up compiles it once)")
-    bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
 
 
 def downsampling(model: torch.nn.Module) -> int:

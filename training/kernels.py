@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import j1
 
 SHAPES = ("gaussian", "generalized", "plateau")
 
@@ -49,6 +48,8 @@ def anisotropic_kernel(size: int, sigma_x: float, sigma_y: float, theta: float =
 
 def sinc_kernel(size: int, omega: float) -> np.ndarray:
     """The circular low-pass filter with cut-off ``omega`` in (0, pi], truncated to ``size``."""
+    from scipy.special import j1  # here: 0.3 s to import, and the settings schema imports this module
+
     if not 0 < omega <= math.pi:
         raise ValueError(f"sinc cut-off must be in (0, pi], got {omega}")
     xx, yy = _grid(size)

@@ -8,30 +8,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from training.adversarial import Adversary
 from training.losses import PerceptualLoss
-
-
-class OptimConfig(BaseModel):
-    """How one task trains. ``batch_size`` is the global batch, split evenly over the workers."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    steps: int = Field(500, ge=1)
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(1e-3, gt=0, le=1)
-    lr_schedule: Literal["constant", "cosine"] = "cosine"
-    warmup_steps: int = Field(0, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float | None = Field(1.0, gt=0)
-    # An exponential moving average of the weights is saved in place of the last ones (BasicSR
-    # and traiNNer-redux use 0.999 over 100k+ steps); 0 turns it off. See WeightAverage.
-    ema_decay: float = Field(0.0, ge=0, lt=1)
+from training.options import OptimConfig
 
 
 def lr_factor(step: int, cfg: OptimConfig) -> float:

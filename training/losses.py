@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from torch import Tensor, nn
 
-from training.adversarial import GanConfig
+from training.options import LossConfig
 from training.models import chroma_bin_centres, rgb_to_chroma
 from training.vgg import FeatureNet
-
-LayerName = Annotated[str, StringConstraints(pattern=r"^relu\d+_\d+$")]
-Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 def gram_matrix(f: Tensor) -> Tensor:
@@ -150,90 +146,6 @@ def chroma_bin_loss(logits: Tensor, target: Tensor, rebalance: float = 0.0) -> T
 def as_one_image(x: Tensor) -> Tensor:
     """N x C x H x W -> 1 x C x (N H W) x 1: a batch's pixels as one image, for whole-batch statistics."""
     return x.transpose(0, 1).reshape(1, x.shape[1], -1, 1)
-
-
-class LossConfig(BaseModel):
-    """How the training loss is made (``loss:`` in params.yaml); every weight >= 0, at least one > 0.
-
-    ``style_layers=None`` means every layer the feature network provides (relu1_1..relu3_1 for the
-    default normalised VGG-19, the Gatys/Johnson choice of one layer per block up to its depth).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    feature_weight: Weight = 1.0
-    feature_layer: LayerName = "relu2_2"
-    # The feature network sees output and target through a [1 2 1] binomial blur, which removes
-    # the Nyquist frequency: VGG's max-pooling reads a one-pixel stripe pattern as texture (the
-    # pooled maximum of +-e is +e), so an unblurred feature loss paints one (the grid of the
-    # perceptual SR sheets, +44 dB at half the sampling rate); the pixel term alone then decides it.
-    feature_blur: bool = False
-    # A sub-pixel grid in the output, penalised (``subpixel_grid_loss`` at the upsampler's period):
-    # the blur leaves the grid at a quarter of the sampling rate, this removes it (and the one-pixel
-    # stripes, a harmonic too) without hiding detail from VGG (docs/blind-restoration.md). From the
-    # end of pixel_only_steps, as the feature term: during them it stalls the net near bicubic.
-    grid_weight: Weight = 0.0
-    style_weight: Weight = 0.0
-    style_layers: tuple[LayerName, ...] | None = None
-    tv_weight: Weight = 0.0
-    pixel_weight: Weight = 0.0
-    pixel: Literal["l1", "mse", "psnr"] = "l1"
-    # 1 - SSIM (RGB): what colorization is judged on beside PSNR; it punishes wrong or noisy
-    # chroma in dark regions, where L1 barely sees it.
-    ssim_weight: Weight = 0.0
-    # |colourfulness(output) - colourfulness(target)| per image: pixel losses alone fade an
-    # uncertain colorization to one sepia tint; this asks for the target's amount of colour.
-    colourfulness_weight: Weight = 0.0
-    # The same over the whole batch taken as one image: the spread of colour between patches of
-    # different images, which no per-patch term sees and a whole image's colourfulness counts. On
-    # colorize it bought colour at 2.5x less SSIM per point than the per-patch term (README).
-    batch_colourfulness_weight: Weight = 0.0
-    # The first steps train on pixel L1 alone (weight 1, no feature network run): a PSNR-led start
-    # that the other terms then sharpen, as SRGAN and ESRGAN pretrain. 0: every term from step 0.
-    pixel_only_steps: int = Field(0, ge=0)
-    # Cross-entropy of a colornet's chroma-bin logits (model.chroma_bins > 0) against the target's
-    # chroma (Zhang et al. 2016), and its class rebalancing: 0 weighs every position alike; r > 0
-    # weighs a position by 1 / (r p + (1 - r) / bins²) of its colour's frequency p in the batch, so
-    # rare, saturated colours count against the common desaturated ones (their r: 0.5).
-    chroma_bin_weight: Weight = 0.0
-    chroma_bin_rebalance: float = Field(0.0, ge=0, le=1)
-    # The adversarial term (training/adversarial.py: a spectral-norm U-Net discriminator, the
-    # relativistic GAN loss), from the end of pixel_only_steps; off at gan.weight 0.
-    gan: GanConfig = GanConfig()
-
-    @model_validator(mode="after")
-    def _something_to_optimise(self) -> LossConfig:
-        weights = (self.feature_weight, self.style_weight, self.tv_weight, self.pixel_weight, self.ssim_weight,
-                   self.colourfulness_weight, self.batch_colourfulness_weight, self.chroma_bin_weight)
-        if not any(w > 0 for w in weights):
-            raise ValueError("all loss weights are 0: set at least one of feature/style/tv/pixel/ssim/"
-                             "colourfulness/batch_colourfulness/chroma_bin_weight > 0")
-        if self.style_layers is not None:
-            if not self.style_layers:
-                raise ValueError("style_layers is empty: list layers, or leave it unset for all of them")
-            if len(set(self.style_layers)) != len(self.style_layers):
-                raise ValueError(f"style_layers has duplicates: {self.style_layers}")
-        return self
-
-    @property
-    def needs_features(self) -> bool:
-        """Whether a feature network must be loaded (feature or style loss active)."""
-        return self.feature_weight > 0 or self.style_weight > 0
-
-    @property
-    def needed_layers(self) -> tuple[str, ...] | None:
-        """The ``layers`` to pass to ``load_feature_net``: None means all it has (style over every layer).
-
-        Empty when no feature network is needed.
-        """
-        layers: list[str] = []
-        if self.style_weight > 0:
-            if self.style_layers is None:
-                return None
-            layers += self.style_layers
-        if self.feature_weight > 0:
-            layers.append(self.feature_layer)
-        return tuple(dict.fromkeys(layers))
 
 
 class PerceptualLoss(nn.Module):

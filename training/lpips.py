@@ -15,21 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from training.inference import pair_to_tensor
-from training.vgg import FeatureNetConfig, FeatureNetError, load_feature_net
+from training.vgg import FeatureNetError, load_feature_net
+from training.options import FeatureNetConfig, LpipsConfig
 
 LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 CHANNELS = (64, 128, 256, 512, 512)
-
-
-class LpipsConfig(BaseModel):
-    """``evaluate.lpips`` in params.yaml: both files, local paths."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    vgg16: str = Field(min_length=1, description="a torchvision VGG-16 state dict (features.* keys)")
-    lin: str = Field(min_length=1, description="the LPIPS VGG linear layers (lin0..lin4)")
 
 
 def _read_lin(path: Path) -> list[torch.Tensor]:

@@ -28,49 +28,15 @@ Layout follows pytorch/examples ``fast_neural_style/neural_style/transformer_net
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, Union
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 from torch import nn
+from training.options import ColorNetConfig, ResNetConfig, TransformNetConfig
 
 SCALES = (1, 2, 4, 8, 16)
 # Smallest input side: the 9x9 in-conv reflection-pads by 4, which needs more than 4 pixels.
 MIN_INPUT_SIZE = 5
-
-
-class TransformNetConfig(BaseModel):
-    """Architecture settings; the task (through ``scale``) picks the style net or the SR net.
-
-    ``global_skip``: the output is a fixed estimate plus a bounded residual the network learns,
-    which starts at zero (the output conv is zero-initialised), so training starts from the
-    baseline instead of from noise. The estimate is the bicubic upscale of the input for SR and
-    the input itself for same-size restoration (its gray channel repeated for colorization).
-    Off by default: a style transfer net must be free to move far from its input.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    arch: Literal["johnson"] = "johnson"
-    # Style net widths are channels, 2*channels, 4*channels: 32/64/128 in the paper (suppl. Table 1).
-    channels: int = Field(32, ge=1, le=1024)
-    # SR net width: 64 in the paper (suppl. Table 2).
-    sr_channels: int = Field(64, ge=1, le=1024)
-    # Paper: 5 for the style net, 4 for SR (the task registry sets 4 for SR).
-    residual_blocks: int = Field(5, ge=0, le=32)
-    # "instance": Ulyanov et al. 2016, what fast style transfer needs (affine=True).
-    # "batch": the paper's choice for every network.
-    norm: Literal["batch", "instance"] = "instance"
-    # "deconv": the paper's fractionally-strided conv (stride 1/2). "resize_conv": nearest x2 then
-    # 3x3 conv, free of checkerboard artefacts (Odena et al. 2016). "pixel_shuffle": 3x3 conv to
-    # 4x the channels then a sub-pixel shuffle (Shi et al. 2016).
-    upsample: Literal["deconv", "resize_conv", "pixel_shuffle"] = "resize_conv"
-    global_skip: bool = False
-    # Colorization may feed a single gray channel, a conditioned task RGB and its level channel
-    # (training.degradations.with_level); the output is always RGB.
-    in_channels: Literal[1, 3, 4] = 3
-    out_channels: Literal[3] = 3
 
 
 class ConvLayer(nn.Module):
@@ -229,96 +195,6 @@ class TransformNet(nn.Module):
         h, w = x.shape[-2:]
         if min(h, w) < MIN_INPUT_SIZE:
             raise ValueError(f"input {w}x{h} is too small: reflection padding needs sides of at least {MIN_INPUT_SIZE}")
-
-
-class ResNetConfig(BaseModel):
-    """The residual restoration network (``arch: resnet``): see the module docstring."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    arch: Literal["resnet"] = "resnet"
-    channels: int = Field(64, ge=1, le=1024)
-    residual_blocks: int = Field(4, ge=0, le=64)
-    # The body runs at 1/unshuffle of the input resolution, on unshuffle**2 times the channels.
-    unshuffle: Literal[1, 2, 4, 8] = 1
-    # "rgb": the baseline (the input, or its bicubic upscale for SR) plus a learned RGB residual.
-    # "chroma": the input's luma with learned Cb and Cr (colorization: the gray input is kept
-    # exactly), predicted at the body's resolution and upsampled bilinearly: chroma varies slowly
-    # in photos, and per-pixel chroma noise costs far more SSIM than blur does (README).
-    predict: Literal["rgb", "chroma"] = "rgb"
-    in_channels: Literal[1, 3, 4] = 3
-    out_channels: Literal[3] = 3
-    # A blind restorer has to tell a quality-90 JPEG from a quality-10 one; its receptive field
-    # sees a few blocks. With this the body's features are scaled and shifted per channel by a
-    # function of their mean over the whole image (FiLM), so the net can judge the level from
-    # all of it and hold back on a nearly clean input. Tiled inference uses the whole image's mean.
-    global_context: bool = False
-    # 0: the tail predicts every output pixel at the body's resolution and pixel-shuffles it up, so
-    # each of the factor² sub-pixel phases has its own filter and nothing ties neighbours of
-    # different phases (a feature loss turns that freedom into a grid of period `factor`). n > 0:
-    # the tail predicts n channels per output pixel and two 3x3 convs at the output resolution
-    # (n -> n, ReLU, n -> 3) make the residual, as ESRGAN's conv_hr does (sr_x4_perceptual: n = 8).
-    hr_channels: int = Field(0, ge=0, le=64)
-
-
-class ColorNetConfig(BaseModel):
-    """Colorization (``arch: colornet``): a frozen pretrained encoder (the feature network up to
-    relu3_1, on the gray input at 1/``downsample`` resolution) gives the decoder what no net
-    trained from scratch for minutes learns, what things are; the decoder, residual blocks at
-    1/(4 x downsample) resolution, predicts Cb and Cr, upsampled bilinearly and added to the input's
-    luma, which is kept exactly."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    arch: Literal["colornet"] = "colornet"
-    channels: int = Field(96, ge=1, le=1024)
-    residual_blocks: int = Field(4, ge=0, le=64)
-    downsample: Literal[1, 2, 4] = 2
-    # The feature network's layout (feature_net.kind once resolved); its weights are copied in
-    # from feature_net.weights before training and saved with the model.
-    encoder: Literal["vgg19_normalised", "torchvision_vgg16", "torchvision_vgg19"] = "vgg19_normalised"
-    # Scale the (low-resolution) chroma by 4 Y (1 - Y) at full resolution: the room the luma leaves
-    # for colour, 0 at black and white, 1 at mid-gray. Without it the upsampled chroma spills into
-    # dark and bright pixels at edges, where a wrong colour costs SSIM most. Off for files saved
-    # before it existed.
-    chroma_gamut: bool = False
-    # Add the image's mean encoder feature, through a small MLP, to every decoder position: a cue
-    # from the whole scene (Iizuka et al. 2016's global features), so one image's colours agree.
-    # Tiled inference pools it over the whole image, not per tile (training.tiling).
-    global_context: bool = False
-    # Radius (input pixels) of a guided filter (He et al. 2013) on the upsampled chroma with the
-    # luma as guide: colour edges follow the luma's edges instead of bilinear ramps over the
-    # decoder's 1/8 grid; ``guide_eps`` is its edge threshold (luma variance). 0: off.
-    chroma_guide: int = Field(0, ge=0, le=32)
-    guide_eps: float = Field(1e-3, gt=0)
-    # Predict chroma as a distribution over a chroma_bins x chroma_bins grid of (Cb, Cr) cells
-    # instead of regressing it (Zhang et al. 2016), trained by the loss's ``chroma_bin_weight``
-    # (cross-entropy); a regression averages an uncertain colour toward sepia, a distribution
-    # keeps its modes. Decoded as the annealed mean at ``temperature`` (1: the plain mean; lower:
-    # toward the mode, more colour). 0: regress Cb and Cr.
-    chroma_bins: int = Field(0, ge=0, le=64)
-    temperature: float = Field(1.0, gt=0)
-    in_channels: Literal[1, 3] = 3
-    out_channels: Literal[3] = 3
-
-
-def _arch_of(value: Any) -> str:
-    # Model files written before `arch` existed hold the paper's network.
-    return value.get("arch", "johnson") if isinstance(value, dict) else getattr(value, "arch", "johnson")
-
-
-# What `model:` in a task block (and `model_config` in a model file) may hold.
-ModelConfig = Annotated[
-    Union[Annotated[TransformNetConfig, Tag("johnson")], Annotated[ResNetConfig, Tag("resnet")],
-          Annotated[ColorNetConfig, Tag("colornet")]],
-    Discriminator(_arch_of),
-]
-_MODEL_CONFIG = TypeAdapter(ModelConfig)
-
-
-def parse_model_config(data: dict[str, Any]) -> TransformNetConfig | ResNetConfig | ColorNetConfig:
-    """A model config from plain data (a params block, or a model file's ``model_config``)."""
-    return _MODEL_CONFIG.validate_python(data)
 
 
 def picture_of(x: torch.Tensor) -> torch.Tensor:

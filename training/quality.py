@@ -13,11 +13,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from training import metrics as m
 from training.inference import pair_to_tensor, to_tensor
 from training.losses import feature_reconstruction_loss
+from training.options import GateConfig, HIGHER_IS_BETTER
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,16 @@ class ScoreContext:
 @dataclass(frozen=True)
 class Metric:
     name: str
-    higher_is_better: bool
     fn: Callable[[np.ndarray, np.ndarray, ScoreContext], float]
     # Unary metrics describe the output alone (colourfulness); the report also gives the target's.
     unary: bool = False
     # Needs a network (VGG features, LPIPS, the task's loss): the costly part of a whole-image
     # evaluation, left out at a blind task's fixed levels, which are judged by PSNR and SSIM.
     network: bool = False
+
+    @property
+    def higher_is_better(self) -> bool:
+        return HIGHER_IS_BETTER[self.name]
 
 
 def _feature(out: np.ndarray, target: np.ndarray, ctx: ScoreContext) -> float:
@@ -68,25 +71,26 @@ def _loss_part(part: str) -> Callable[[np.ndarray, np.ndarray, ScoreContext], fl
 METRICS: dict[str, Metric] = {
     metric.name: metric
     for metric in (
-        Metric("psnr_y", True, lambda o, t, c: m.psnr_sr(o, t, c.crop, c.source_channels)),
-        Metric("ssim_y", True, lambda o, t, c: m.ssim_y(o, t, c.crop)),  # Y always: see training.metrics
-        Metric("psnr", True, lambda o, t, c: m.psnr(o, t, c.crop)),
-        Metric("ssim", True, lambda o, t, c: m.ssim(o, t, c.crop)),
-        Metric("feature_distance", False, _feature, network=True),
-        Metric("lpips", False, _lpips, network=True),  # reported by every task when evaluate.lpips names its files
+        Metric("psnr_y", lambda o, t, c: m.psnr_sr(o, t, c.crop, c.source_channels)),
+        Metric("ssim_y", lambda o, t, c: m.ssim_y(o, t, c.crop)),  # Y always: see training.metrics
+        Metric("psnr", lambda o, t, c: m.psnr(o, t, c.crop)),
+        Metric("ssim", lambda o, t, c: m.ssim(o, t, c.crop)),
+        Metric("feature_distance", _feature, network=True),
+        Metric("lpips", _lpips, network=True),  # reported by every task when evaluate.lpips names its files
         # The task's own weighted training loss on whole images (style transfer is judged by it):
         # content = the feature reconstruction part against the content image.
-        Metric("content_loss", False, _loss_part("feature"), network=True),
-        Metric("style_loss", False, _loss_part("style"), network=True),
-        Metric("perceptual_total", False, _loss_part("total"), network=True),
-        Metric("colourfulness", True, lambda o, t, c: m.colourfulness(o), unary=True),
+        Metric("content_loss", _loss_part("feature"), network=True),
+        Metric("style_loss", _loss_part("style"), network=True),
+        Metric("perceptual_total", _loss_part("total"), network=True),
+        Metric("colourfulness", lambda o, t, c: m.colourfulness(o), unary=True),
         # SR: energy at the upsampler's period (the scale) over the target's, in dB; a grid texture > 0
-        Metric("periodic_db", False, lambda o, t, c: m.periodic_energy(o, t, max(2, c.crop), c.crop)),
+        Metric("periodic_db", lambda o, t, c: m.periodic_energy(o, t, max(2, c.crop), c.crop)),
         # SR: how much more the spectrum peaks at those harmonics than the target's (a grid > 0;
         # sharpness, which periodic_db also counts, raises the peaks' neighbourhood alike)
-        Metric("grid_db", False, lambda o, t, c: m.grid_peaks(o, t, max(2, c.crop), c.crop)),
+        Metric("grid_db", lambda o, t, c: m.grid_peaks(o, t, max(2, c.crop), c.crop)),
     )
 }
+assert set(METRICS) == set(HIGHER_IS_BETTER), "every metric needs its direction in training.options.HIGHER_IS_BETTER"
 
 
 def score(names: tuple[str, ...], output: np.ndarray, target: np.ndarray, ctx: ScoreContext) -> dict[str, float]:
@@ -143,27 +147,6 @@ class PerceptualScorer:
 
 # ------------------------------------------------------------------------------------------
 # The promotion gate
-
-
-class GateConfig(BaseModel):
-    """When a challenger may replace the champion (per task in params.yaml, ``tasks.<t>.promote``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    metric: str = Field("psnr_y", description="the primary metric; its direction comes from the metric")
-    margin: float = Field(0.0, ge=0, description="the challenger must beat the champion by at least this")
-    tolerances: dict[str, float] = Field(default_factory=dict, description="secondary metric -> largest allowed regression")
-    # Absolute bounds, whatever the primary metric says: a lower-is-better metric must not exceed
-    # its limit, a higher-is-better one must reach it (style: a content loss above the bound means
-    # the content is gone, however low the weighted total).
-    limits: dict[str, float] = Field(default_factory=dict, description="metric -> bound it must stay within")
-    # A model that helps on average can still harm some inputs (a JPEG model trained at quality 10
-    # ruins quality-90 files): every set, and every evaluation level, must be at least its baseline.
-    no_harm: bool = Field(True, description="refuse a challenger worse than the baseline on any set or level by `metric`")
-
-    def check_metrics(self, reported: tuple[str, ...]) -> None:
-        for name in (self.metric, *self.tolerances, *self.limits):
-            if name not in reported:
-                raise ValueError(f"promote metric {name!r} is not reported by this task (it reports {', '.join(reported)})")
 
 
 @dataclass(frozen=True)

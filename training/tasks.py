@@ -15,10 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from training import degradations as deg
 from training import realworld
-from training.loop import OptimConfig
-from training.losses import LossConfig
-from training.models import ModelConfig, parse_model_config
-from training.quality import METRICS, GateConfig
+from training.options import HIGHER_IS_BETTER, GateConfig, LossConfig, ModelConfig, OptimConfig, parse_model_config
 
 
 class NoOptions(BaseModel):
@@ -60,9 +57,9 @@ class Task:
     def __post_init__(self) -> None:
         if self.eval_levels and not issubclass(self.degradation, deg.LevelledDegradation):
             raise ValueError(f"task {self.name!r}: eval_levels need a degradation with one strength, not {self.degradation.kind}")
-        unknown = [m for m in self.metrics if m not in METRICS]
+        unknown = [m for m in self.metrics if m not in HIGHER_IS_BETTER]
         if unknown:
-            raise ValueError(f"task {self.name!r}: unknown metrics {unknown}; known: {', '.join(METRICS)}")
+            raise ValueError(f"task {self.name!r}: unknown metrics {unknown}; known: {', '.join(HIGHER_IS_BETTER)}")
         self.make_gate_config().check_metrics(self.metrics)
 
     def block_defaults(self) -> dict[str, dict[str, Any]]:

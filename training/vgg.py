@@ -24,11 +24,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
+from training.options import FeatureNetConfig
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,21 +44,6 @@ _RANDOM_DEPTH = "relu3_1"
 
 class FeatureNetError(ValueError):
     """The feature network cannot be built from the given weights and layers."""
-
-
-class FeatureNetConfig(BaseModel):
-    """Which pretrained network computes the perceptual features (``feature_net:`` in params.yaml).
-
-    ``padding="auto"`` follows each network's training: reflect for the normalised VGG-19 (WCT used
-    ``ReflectionPad2d``), zeros for torchvision VGGs. It only changes the borders of the feature maps.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    weights: str = Field("data/weights/vgg_normalised_conv3_1.pth", min_length=1)
-    kind: Literal["auto", "vgg19_normalised", "torchvision_vgg16", "torchvision_vgg19", "random"] = "auto"
-    padding: Literal["auto", "reflect", "zeros"] = "auto"
-    seed: int = 0  # only for kind "random"
 
 
 @dataclass(frozen=True)

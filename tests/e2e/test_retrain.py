@@ -81,7 +81,7 @@ def test_retrain_lifecycle(project):
     assert v1.tags[MANIFEST_TAG] == first["manifest_sha256"]
     assert (repo / ".dvc-remote").is_dir() and any((repo / ".dvc-remote").rglob("*"))  # pushed
     if alias_version(client, "sr_x4", "champion") is None:  # it did not beat bicubic: a person promotes it
-        from pipelines.config import load_config
+        from pipelines.params import load_config
         from pipelines.paths import Paths
         from pipelines.promote import promote_flow
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.config import deep_merge
+from pipelines.params import deep_merge
 from tests.shared_data import DATASETS, WEIGHTS
 
 
@@ -82,7 +82,7 @@ def train_params_fixture():
 
 @pytest.fixture(scope="module")
 def sr_project(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> Path:
-    from pipelines.config import parse_config
+    from pipelines.params import parse_config
     from pipelines.ingest import ingest_flow
     from pipelines.paths import Paths
     from pipelines.shard import shard_flow

@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from pipelines.apply import apply_folder, plan
-from training.inference import Engine, InferenceConfig, load_model_file
+from training.inference import Engine, load_model_file
+from training.options import InferenceConfig
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +30,8 @@ def percept(*args, cwd=ROOT):
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """models/sr_x4/ as training leaves it: a tiny batch-norm SR net with random weights."""
-    from training.models import TransformNetConfig, build_transform_net
+    from training.models import build_transform_net
+    from training.options import TransformNetConfig
 
     torch.manual_seed(0)
     cfg = TransformNetConfig(sr_channels=8, residual_blocks=1, norm="batch")

@@ -25,7 +25,8 @@ def percept(*args):
 
 @pytest.fixture()
 def sr_model(tmp_path) -> Path:
-    from training.models import ResNetConfig, build_transform_net
+    from training.models import build_transform_net
+    from training.options import ResNetConfig
 
     torch.manual_seed(0)
     cfg = ResNetConfig(channels=8, residual_blocks=1)

@@ -28,7 +28,8 @@ def percept(*args):
 
 
 def save_model(folder: Path, task: str, spec: LevelSpec | None) -> Path:
-    from training.models import ResNetConfig, build_transform_net
+    from training.models import build_transform_net
+    from training.options import ResNetConfig
 
     torch.manual_seed(0)
     cfg = ResNetConfig(channels=8, residual_blocks=1, unshuffle=2, in_channels=4 if spec else 3)

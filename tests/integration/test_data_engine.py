@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import parse_config
+from pipelines.params import parse_config
 from pipelines.ingest import ingest_flow
 from pipelines.paths import Paths
 from pipelines.shard import shard_flow

@@ -158,7 +158,7 @@ def test_a_model_file_for_another_task_or_missing_is_refused(params_file, tmp_pa
     from training.models import build_transform_net
 
     cfg = {"residual_blocks": 1, "sr_channels": 8}
-    from training.models import TransformNetConfig
+    from training.options import TransformNetConfig
 
     net = build_transform_net(TransformNetConfig(**cfg), 4)
     torch.save({"task": "sr_x4", "scale": 4, "model_config": net.cfg.model_dump(mode="json"), "model": net.state_dict()},
@@ -195,7 +195,8 @@ def test_an_image_the_baseline_reproduces_exactly_is_left_out_with_its_reason(pa
 
 def test_a_model_of_another_task_is_scored_on_this_tasks_inputs_only_when_asked(params_file, tmp_path):
     """How sr_x4 (clean bicubic inputs) copes with sr_x4_real's second-order inputs: --any-task."""
-    from training.models import ResNetConfig, build_transform_net
+    from training.models import build_transform_net
+    from training.options import ResNetConfig
 
     cfg = ResNetConfig(channels=8, residual_blocks=1)
     model = build_transform_net(cfg, 4)  # untrained: its zero tail returns the bicubic upscale

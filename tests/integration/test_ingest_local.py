@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.config import parse_config
+from pipelines.params import parse_config
 from training.images import decode_png
 from pipelines.ingest import NothingUsable, ingest_flow, read_manifest
 from pipelines.paths import Paths

@@ -31,7 +31,7 @@ CHILD = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     sys.path.insert(0, {root!r})
-    from pipelines.config import parse_config
+    from pipelines.params import parse_config
     from pipelines.ingest import decode_all, list_all
 
     def status(field):

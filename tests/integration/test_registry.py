@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from pipelines.config import parse_config
+from pipelines.params import parse_config
 from pipelines.paths import Paths
 from tests.shared_data import DATASETS, WEIGHTS
 

@@ -29,7 +29,7 @@ import torch
 import yaml
 from PIL import Image
 
-from pipelines.config import parse_config
+from pipelines.params import parse_config
 from pipelines.paths import Paths
 from tests.shared_data import DATASETS
 

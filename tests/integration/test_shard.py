@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.config import parse_config
+from pipelines.params import parse_config
 from pipelines.fsutil import sha256_file
 from pipelines.ingest import ingest_flow
 from pipelines.paths import Paths

@@ -43,7 +43,7 @@ def new_project(base: Path, sr_project: Path) -> Path:
 
 
 def config(params: dict[str, Any]):
-    from pipelines.config import parse_config
+    from pipelines.params import parse_config
 
     return parse_config(params, source="test params")
 

@@ -4,10 +4,11 @@ a discriminator that learns on a fixed batch, and its state resumed with the net
 import pytest
 import torch
 
-from training.adversarial import Adversary, GanConfig, UNetDiscriminatorSN, relativistic_loss
-from training.loop import checkpoint_state, make_optimizer, restore_state, train_step, OptimConfig
-from training.losses import LossConfig, PerceptualLoss
-from training.models import ResNet, ResNetConfig
+from training.adversarial import Adversary, UNetDiscriminatorSN, relativistic_loss
+from training.options import GanConfig, LossConfig, OptimConfig, ResNetConfig
+from training.loop import checkpoint_state, make_optimizer, restore_state, train_step
+from training.losses import PerceptualLoss
+from training.models import ResNet
 
 pytestmark = pytest.mark.unit
 

@@ -12,7 +12,8 @@ from PIL import Image
 from training import degradations as deg
 from training.conditioning import LevelSpec, NoLevel, conditioned_input, jpeg_quality, rgb_of, with_level
 from training.inference import Engine, to_tensor
-from training.models import ResNet, ResNetConfig, TransformNet, TransformNetConfig
+from training.models import ResNet, TransformNet
+from training.options import ResNetConfig, TransformNetConfig
 
 pytestmark = pytest.mark.unit
 

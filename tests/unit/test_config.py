@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.config import ConfigError, load_config, parse_config
+from pipelines.params import load_config, parse_config
+from pipelines.errors import ConfigError
 from training.degradations import BicubicDownscale, GaussianNoise
-from training.loop import OptimConfig
-from training.models import TransformNetConfig
+from training.options import OptimConfig, TransformNetConfig
 from training.tasks import TASKS
 
 pytestmark = pytest.mark.unit

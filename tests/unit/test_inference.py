@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from training.inference import Engine, InferenceConfig, ModelFileError, apply_model, load_model_file, to_image, to_tensor
-from training.models import TransformNetConfig, build_transform_net
+from training.inference import Engine, ModelFileError, apply_model, load_model_file, to_image, to_tensor
+from training.options import InferenceConfig, TransformNetConfig
+from training.models import build_transform_net
 from training.tiling import receptive_radius, tile_grid, tiled_forward
 
 pytestmark = pytest.mark.unit

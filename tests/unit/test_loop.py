@@ -5,10 +5,10 @@ import copy
 import pytest
 import torch
 
-from training.loop import (OptimConfig, WeightAverage, checkpoint_state, lr_factor, make_optimizer, restore_state, to_model_input,
-                           train_step)
-from training.losses import LossConfig, PerceptualLoss
-from training.models import TransformNetConfig, build_transform_net
+from training.loop import WeightAverage, checkpoint_state, lr_factor, make_optimizer, restore_state, to_model_input, train_step
+from training.options import LossConfig, OptimConfig, TransformNetConfig
+from training.losses import PerceptualLoss
+from training.models import build_transform_net
 
 pytestmark = pytest.mark.unit
 

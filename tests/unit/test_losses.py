@@ -11,22 +11,9 @@ import torch
 from PIL import Image
 from pydantic import ValidationError
 
-from training.losses import (
-    as_one_image,
-    binomial_blur,
-    chroma_bin_loss,
-    colourfulness,
-    ssim,
-    LossConfig,
-    PerceptualLoss,
-    feature_reconstruction_loss,
-    gram_matrix,
-    pixel_loss,
-    style_loss,
-    subpixel_grid_loss,
-    total_variation_loss,
-)
-from training.vgg import FeatureNet, FeatureNetConfig, load_feature_net
+from training.losses import as_one_image, binomial_blur, chroma_bin_loss, colourfulness, ssim, PerceptualLoss, feature_reconstruction_loss, gram_matrix, pixel_loss, style_loss, subpixel_grid_loss, total_variation_loss
+from training.options import FeatureNetConfig, LossConfig
+from training.vgg import FeatureNet, load_feature_net
 from tests.shared_data import DATASETS, WEIGHTS
 
 pytestmark = pytest.mark.unit
@@ -401,8 +388,10 @@ def test_chroma_bin_rebalancing_weighs_rare_colours_up_and_averages_one():
 
 
 def test_chroma_bin_weight_needs_the_logits_and_trains_a_colornet(random_net):
-    from training.loop import OptimConfig, make_optimizer, train_step
-    from training.models import ColorNetConfig, build_transform_net
+    from training.loop import make_optimizer, train_step
+    from training.options import OptimConfig
+    from training.models import build_transform_net
+    from training.options import ColorNetConfig
 
     cfg = LossConfig(feature_weight=0, chroma_bin_weight=1.0, chroma_bin_rebalance=0.5)
     loss = PerceptualLoss(cfg, None)
@@ -424,8 +413,10 @@ def test_chroma_bin_weight_needs_the_logits_and_trains_a_colornet(random_net):
 def test_chroma_bin_training_repeats_bit_for_bit():
     """Two trainings of the default colorize recipe (bins, rebalancing) from one seed end with the
     same weights: nothing in the loss draws or reduces out of order, so the run's figures repeat."""
-    from training.loop import OptimConfig, make_optimizer, train_step
-    from training.models import ColorNetConfig, build_transform_net
+    from training.loop import make_optimizer, train_step
+    from training.options import OptimConfig
+    from training.models import build_transform_net
+    from training.options import ColorNetConfig
     from training.tasks import TASKS
 
     loss = PerceptualLoss(LossConfig(**{**TASKS["colorize"].loss_defaults, "feature_weight": 0.0}), None)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.lpips import CHANNELS, LAYERS, Lpips, LpipsConfig
+from training.lpips import CHANNELS, LAYERS, Lpips
+from training.options import LpipsConfig
 from training.vgg import FeatureNetError, _layout
 
 pytestmark = pytest.mark.unit

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
-from training.models import TransformNet, TransformNetConfig, build_transform_net, count_parameters
+from training.models import TransformNet, build_transform_net, count_parameters
+from training.options import TransformNetConfig
 
 pytestmark = pytest.mark.unit
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.inference import Engine, InferenceConfig
-from training.models import ColorNetConfig, ResNetConfig, TransformNetConfig, build_transform_net
+from training.inference import Engine
+from training.options import ColorNetConfig, InferenceConfig, ResNetConfig, TransformNetConfig
+from training.models import build_transform_net
 from training.onnx_export import OnnxRunner, export_onnx
 
 from tests.unit.test_inference import randomised  # random weights and running statistics

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from training.quality import METRICS, GateConfig, ScoreContext, better, decide, score
+from training.quality import METRICS, ScoreContext, better, decide, score
+from training.options import GateConfig
 
 pytestmark = pytest.mark.unit
 
@@ -76,7 +77,7 @@ def test_the_style_gate_bounds_the_content_loss():
 
 
 def test_gate_metrics_must_be_reported_by_the_task(make_config):
-    from pipelines.config import ConfigError
+    from pipelines.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"promote\.sr_x4: promote metric 'psnr' is not reported"):
         make_config({"promote": {"sr_x4": {"metric": "psnr"}}})
@@ -92,9 +93,11 @@ def test_gate_metrics_must_be_reported_by_the_task(make_config):
 def test_style_metrics_are_the_tasks_weighted_loss_parts():
     import torch
 
-    from training.losses import LossConfig, PerceptualLoss
+    from training.losses import PerceptualLoss
+    from training.options import LossConfig
     from training.quality import PerceptualScorer
-    from training.vgg import FeatureNetConfig, load_feature_net
+    from training.vgg import load_feature_net
+    from training.options import FeatureNetConfig
 
     loss_cfg = LossConfig(feature_weight=1.0, feature_layer="relu2_2", style_weight=1e3, tv_weight=1e-4)
     net = load_feature_net(FeatureNetConfig(kind="random", seed=0), loss_cfg.needed_layers)
@@ -118,7 +121,8 @@ def test_feature_distance_keeps_the_targets_features_only_for_the_same_target():
 
     from training.losses import feature_reconstruction_loss
     from training.quality import FeatureDistance
-    from training.vgg import FeatureNetConfig, load_feature_net
+    from training.vgg import load_feature_net
+    from training.options import FeatureNetConfig
 
     net = load_feature_net(FeatureNetConfig(kind="random", seed=0), ("relu2_2",))
     distance = FeatureDistance(net, ("relu2_2",))

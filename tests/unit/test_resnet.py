@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
-from training.inference import Engine, InferenceConfig, downsampling, load_model_file
-from training.models import ResNet, ResNetConfig, TransformNet, TransformNetConfig, build_transform_net, count_parameters, parse_model_config
+from training.inference import Engine, downsampling, load_model_file
+from training.options import ColorNetConfig, FeatureNetConfig, InferenceConfig, ResNetConfig, TransformNetConfig, parse_model_config
+from training.models import ResNet, TransformNet, build_transform_net, count_parameters
 from training.tasks import TASKS, merge_model_block
 from training.tiling import receptive_radius
 
@@ -147,8 +148,8 @@ def test_a_block_naming_another_arch_starts_from_that_networks_defaults():
 
 # --- colornet ------------------------------------------------------------------------------------
 
-from training.models import ColorNet, ColorNetConfig, _add_chroma, init_encoder  # noqa: E402
-from training.vgg import FeatureNetConfig, load_feature_net  # noqa: E402
+from training.models import ColorNet, _add_chroma, init_encoder
+from training.vgg import load_feature_net
 
 
 def colornet(**kw) -> ColorNet:

@@ -54,7 +54,7 @@ def test_registering_twice_is_refused():
 
 def test_a_new_task_is_one_entry(monkeypatch):
     # A new task needs only its registry entry; config validation and pairs pick it up.
-    from pipelines import config as config_mod
+    from pipelines import params as config_mod
     from training.pairs import train_pair
 
     monkeypatch.setitem(TASKS, "sr_x2", Task("sr_x2", "2x SR", deg.BicubicDownscale, {"scale": 2}))
@@ -74,7 +74,8 @@ def test_every_task_degrades_builds_and_takes_one_training_step(name):
     from training.losses import PerceptualLoss
     from training.models import build_transform_net
     from training.pairs import train_pair
-    from training.vgg import FeatureNetConfig, load_feature_net
+    from training.vgg import load_feature_net
+    from training.options import FeatureNetConfig
 
     entry = TASKS[name]
     degradation, loss_cfg = entry.make_degradation(), entry.make_loss_config()
@@ -109,7 +110,8 @@ def test_a_few_dozen_steps_on_a_fixed_batch_lower_every_tasks_loss(name):
     from training.losses import PerceptualLoss
     from training.models import build_transform_net, init_encoder
     from training.pairs import train_pair
-    from training.vgg import FeatureNetConfig, load_feature_net
+    from training.vgg import load_feature_net
+    from training.options import FeatureNetConfig
 
     entry = TASKS[name]
     degradation, loss_cfg = entry.make_degradation(), entry.make_loss_config()

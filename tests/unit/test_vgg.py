@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from training.vgg import FeatureNet, FeatureNetConfig, FeatureNetError, _layout, load_feature_net
+from training.vgg import FeatureNet, FeatureNetError, _layout, load_feature_net
+from training.options import FeatureNetConfig
 from tests.shared_data import DATASETS, WEIGHTS
 
 pytestmark = pytest.mark.unit

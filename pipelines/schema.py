@@ -1,95 +1,33 @@
-"""The typed configuration: ``params.yaml`` loaded once and validated.
+"""The settings schema: every section of params.yaml as a typed, frozen model, with its defaults
+and what each field means (the configuration reference is generated from these descriptions).
 
-Every command calls ``load_config`` once and passes the result (or parts of it) down; nothing
-else reads the YAML. Errors name the offending key, e.g. ``tasks.sr_x4.patch_size``.
+``pipelines.params`` reads params.yaml into ``Config``; the compute's own options (``model:``,
+``loss:``, ``optim:`` ...) come from ``training.options``. No torch here: loading settings must
+stay cheap for the commands that never build a network.
 
-Stricter than plain ``yaml.safe_load`` plus pydantic: a key written twice in one mapping is an
-error (not "the last one wins"), a YAML boolean is never a number (``seed: true`` is not 1), and
-an error quotes at most about a hundred characters of any value.
+A default changed here changes what every stage runs with, so every stage of dvc.yaml depends
+on this file (tests/integration/test_dvc_graph.py).
 """
 
 from __future__ import annotations
 
-import copy
-import os
 import re
-import reprlib
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic_core import PydanticCustomError
 from pydantic import AfterValidator, BaseModel, BeforeValidator, SerializeAsAny, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from pipelines.errors import UserError
-from pipelines.predictors import BASELINES
+from pipelines.errors import ConfigError, quote
 from training.degradations import Degradation, LevelledDegradation
-from training.inference import InferenceConfig
-from training.loop import OptimConfig
-from training.lpips import LpipsConfig
-from training.losses import LossConfig
-from training.models import ModelConfig
-from training.quality import GateConfig
+from training.options import FeatureNetConfig, GateConfig, InferenceConfig, LossConfig, LpipsConfig, ModelConfig, OptimConfig
 from training.tasks import TASKS, Task, get_task, merge_model_block
-from training.vgg import FeatureNetConfig
 
-DEFAULT_PARAMS = Path("params.yaml")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-QUOTE_LIMIT = 100  # characters of a value's repr that an error quotes
-LINE_LIMIT = 400  # characters of one reported problem
-MESSAGE_LIMIT = 4000  # characters of a whole ConfigError message
-MAX_PROBLEMS = 20  # problems listed in one message (the count says how many there were)
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
-
-
-class ConfigError(UserError, ValueError):
-    """params.yaml is missing, malformed or holds an impossible value. The message is bounded
-    (MESSAGE_LIMIT), whatever value or path it quotes."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(_clip(str(message), MESSAGE_LIMIT))
-
-
-_REPR = reprlib.Repr()  # Python 3.11's takes no arguments
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxlong, _REPR.maxother = 3, QUOTE_LIMIT, 40, QUOTE_LIMIT
-
-
-def _quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
-    """A short ``repr(value)``, with the size of what it leaves out: reprlib elides long strings
-    and collections as it goes, so a few YAML aliases standing for millions of items never
-    build a huge message."""
-    text = _REPR.repr(value)
-    if isinstance(value, str) and len(value) > limit:
-        return f"{text[:limit]}… ({len(value)} characters)"
-    if isinstance(value, (list, tuple, dict, set)) and len(value) > 6:  # reprlib's default cut
-        return f"{text[:limit]}… ({type(value).__name__} of {len(value)} items)"
-    return text[:limit] + "…" if len(text) > limit else text
-
-
-def refuse_bools_as_numbers(raw: Any, validated: Any, loc: tuple = ()) -> list[str]:
-    """The key paths where a YAML boolean became a number. Pydantic's lax mode takes ``true`` as
-    1 (its strict mode would also refuse "3" for an int, which params.yaml has always accepted):
-    comparing what was written with what it became catches exactly that, at any depth, in the
-    models of every module, without touching their fields."""
-    if isinstance(raw, bool):
-        return [_location(loc)] if isinstance(validated, (int, float)) and not isinstance(validated, bool) else []
-    found: list[str] = []
-    if isinstance(raw, dict):
-        for key, value in raw.items():
-            if isinstance(validated, BaseModel) and isinstance(key, str) and key in type(validated).model_fields:
-                found += refuse_bools_as_numbers(value, getattr(validated, key), (*loc, key))
-            elif isinstance(validated, dict) and key in validated:
-                found += refuse_bools_as_numbers(value, validated[key], (*loc, key))
-    elif isinstance(raw, list) and isinstance(validated, (list, tuple)) and len(raw) == len(validated):
-        for i, (value, out) in enumerate(zip(raw, validated)):
-            found += refuse_bools_as_numbers(value, out, (*loc, i))
-    return found
+# What `--model` and `compare.<sheet>.models` take for the baseline every model must beat:
+# bicubic upscaling (SR tasks) and the degraded input itself (same-size tasks).
+BASELINES = ("bicubic", "identity")
 
 
 class Strict(BaseModel):
@@ -119,9 +57,9 @@ class Collection(Strict):
     @model_validator(mode="after")
     def _one_source(self) -> Collection:
         if (self.dataset is None) == (self.files is None):
-            raise ValueError(f"collection {_quote(self.name)}: give exactly one of `dataset` or `files`")
+            raise ValueError(f"collection {quote(self.name)}: give exactly one of `dataset` or `files`")
         if self.files is not None and not self.files:
-            raise ValueError(f"collection {_quote(self.name)}: `files` is empty")
+            raise ValueError(f"collection {quote(self.name)}: `files` is empty")
         return self
 
 
@@ -266,7 +204,7 @@ class RetrainConfig(Strict):
     @classmethod
     def _five_fields(cls, value: str) -> str:
         if len(value.split()) != 5:
-            raise ValueError(f"expected five cron fields (minute hour day month weekday), got {_quote(value)}")
+            raise ValueError(f"expected five cron fields (minute hour day month weekday), got {quote(value)}")
         return value
 
 
@@ -525,8 +463,8 @@ class Config(Strict):
         if name in self.tasks:
             return self.tasks[name]
         if name in TASKS:
-            raise ConfigError(f"task {_quote(name)} is registered but has no block under `tasks:` in params.yaml")
-        raise ConfigError(f"unknown task {_quote(name)}: params.yaml configures {', '.join(self.tasks)}; "
+            raise ConfigError(f"task {quote(name)} is registered but has no block under `tasks:` in params.yaml")
+        raise ConfigError(f"unknown task {quote(name)}: params.yaml configures {', '.join(self.tasks)}; "
                           f"registered tasks: {', '.join(TASKS)}")
 
     def degradation(self, name: str) -> Degradation:
@@ -541,135 +479,3 @@ def _under_bucket(s3: S3Config, location: str) -> str:
     if "://" in location or Path(location).is_absolute() or not s3.bucket:
         return location
     return s3.uri(location.strip("/"))
-
-
-class DuplicateKeyError(yaml.YAMLError):
-    """A key written twice in one YAML mapping."""
-
-    def __init__(self, key: Any, first_line: int, second_line: int) -> None:
-        super().__init__(f"key {_quote(key)} appears twice in one mapping (lines {first_line} and {second_line})")
-        self.key, self.lines = key, (first_line, second_line)
-
-
-class UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.safe_load``'s loader, but a key written twice in one mapping is an error
-    (DuplicateKeyError) rather than silently the last one. Merge keys (``<<: *base``) still
-    work, and a key of the mapping itself still overrides a merged one."""
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__(stream)
-        self._checked: set[yaml.Node] = set()
-
-    def flatten_mapping(self, node: yaml.MappingNode) -> None:
-        # Checked here, before the merge: flattening puts the merged keys beside the mapping's own
-        # and rewrites merged mappings in place, so each mapping is checked once, as written.
-        if node not in self._checked:
-            self._checked.add(node)
-            self._check_unique(node)
-        super().flatten_mapping(node)
-
-    def _check_unique(self, node: yaml.MappingNode) -> None:
-        seen: dict[Any, yaml.Node] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
-                continue
-            key = self.construct_object(key_node)
-            try:
-                first = seen.setdefault(key, key_node)
-            except TypeError:  # unhashable: construct_mapping reports it
-                continue
-            if first is not key_node:
-                raise DuplicateKeyError(key, first.start_mark.line + 1, key_node.start_mark.line + 1)
-
-
-def load_yaml(text: str) -> Any:
-    """``yaml.safe_load`` that refuses duplicate keys (DuplicateKeyError)."""
-    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-
-
-def load_config(path: str | Path = DEFAULT_PARAMS) -> Config:
-    """Read and validate params.yaml; raise ConfigError naming the key on any problem."""
-    path = Path(path)
-    try:
-        raw = load_yaml(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: not found (run from the project root, or pass --params)") from None
-    except DuplicateKeyError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_config(raw, source=str(path))
-
-
-PROFILE_ENV = "PERCEPT_PROFILE"
-
-
-def apply_profile(raw: dict[str, Any], source: str) -> dict[str, Any]:
-    """Merge ``profiles[<profile>]`` over the settings ($PERCEPT_PROFILE wins over `profile:`).
-    A comma-separated list merges each in turn: ``gpu,cluster`` is the paper's recipe on a cluster."""
-    name = os.environ.get(PROFILE_ENV) or raw.get("profile")
-    if not name:
-        return raw
-    if not isinstance(name, str):
-        raise ConfigError(f"{source}: profile: expected a profile name or a comma-separated list, got {_quote(name)}")
-    profiles = raw.get("profiles") or {}
-    if not isinstance(profiles, dict):
-        raise ConfigError(f"{source}: profiles: expected a mapping of profile names to settings, got {_quote(profiles)}")
-    merged = raw
-    for one in (n.strip() for n in name.split(",")):
-        if one not in profiles:
-            have = _clip(", ".join(map(str, profiles)), LINE_LIMIT)
-            raise ConfigError(f"{source}: profile {_quote(one)} is not defined under `profiles:` (have: {have or 'none'})")
-        if not isinstance(profiles[one], dict):
-            raise ConfigError(f"{source}: profiles.{one}: expected a mapping of settings, got {_quote(profiles[one])}")
-        merged = deep_merge(merged, profiles[one])
-    return {**merged, "profile": name}
-
-
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``over`` merged into a copy of ``base``: dicts key by key, anything else replaced."""
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else copy.deepcopy(value)
-    return out
-
-
-def parse_config(raw: Any, source: str = "params") -> Config:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level")
-    raw = apply_profile(raw, source)
-    try:
-        cfg = Config.model_validate(raw)
-    except ValidationError as exc:
-        errors = exc.errors()
-        lines = [f"{source}: {len(errors)} invalid setting(s):"]
-        for err in errors[:MAX_PROBLEMS]:
-            loc = _location(err["loc"])
-            lines.append(_clip(f"  {loc or '(top level)'}: {_message(err)}", LINE_LIMIT))
-        if len(errors) > MAX_PROBLEMS:
-            lines.append(f"  ... and {len(errors) - MAX_PROBLEMS} more")
-        raise ConfigError("\n".join(lines)) from None
-    booleans = refuse_bools_as_numbers(raw, cfg)
-    if booleans:
-        lines = [f"{source}: {len(booleans)} invalid setting(s):"]
-        lines += [f"  {loc}: expected a number, not a boolean (true/false)" for loc in booleans[:MAX_PROBLEMS]]
-        raise ConfigError("\n".join(lines))
-    return cfg
-
-
-def _location(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
-
-
-_NUMBER_ERRORS = ("greater_than", "less_than", "multiple_of", "int_", "float_", "finite_number")
-
-
-def _message(err: dict[str, Any]) -> str:
-    if err["type"] == "extra_forbidden":
-        return "unknown key"
-    if isinstance(err.get("input"), bool) and err["type"].startswith(_NUMBER_ERRORS):
-        return "expected a number, not a boolean (true/false)"  # not "should be >= 8 (got True)"
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] not in ("value_error", "missing") and "input" in err:
-        msg += f" (got {_quote(err['input'])})"
-    return msg
