@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ending import ending, load_average  # benchmarks/ending.py: run as scripts, this folder is on sys.path
+from common import count_flops, ending, ingest, load_average, progress, shard, with_feature_weights  # benchmarks/common.py: run as scripts, this folder is on sys.path
 
 for _key, _value in {"NO_ALBUMENTATIONS_UPDATE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                      "RAY_USAGE_STATS_ENABLED": "0"}.items():
@@ -48,10 +48,6 @@ for _key, _value in {"NO_ALBUMENTATIONS_UPDATE": "1", "PREFECT_SERVER_ANALYTICS_
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TASK = "sr_x4"
-
-
-def progress(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
 def _int_list(text: str) -> list[int]:
@@ -101,10 +97,7 @@ def make_config(args: argparse.Namespace, datasets: Path, engine: str, workers: 
     raw["compare"] = {}  # its sheet names models this benchmark does not train
     raw["data"].update(engine=engine, workers=workers)
     raw["shard"]["encoding"] = encoding
-    weights = Path(raw["feature_net"]["weights"])
-    if not (ROOT / weights).is_file():  # a fresh clone before `dvc repro acquire`: the shipped file
-        raw["feature_net"]["weights"] = str(Paths(ROOT).weights_source() / weights.name)
-    return parse_config(raw, source=str(args.params))
+    return parse_config(with_feature_weights(raw, ROOT), source=str(args.params))
 
 
 # --- 1. build -----------------------------------------------------------------------------------
@@ -113,11 +106,8 @@ def make_config(args: argparse.Namespace, datasets: Path, engine: str, workers: 
 def build(cfg, folder: Path) -> dict:
     """Ingest, then shard the train split, timing Ray's start apart from the work."""
     from pipelines.engine import data_engine, init_ray, stop_ray
-    from pipelines.ingest import MANIFEST_FIELDS, decode_all, list_source, read_manifest, write_csv
-    from pipelines.shard import image_jobs, index_for, write_split
+    from pipelines.ingest import list_source, read_manifest
 
-    (folder / "manifest" / "images").mkdir(parents=True)
-    (folder / "shards").mkdir()
     candidates = [c for s in cfg.ingest.sources for c in list_source(s, cfg)]
     t0 = time.perf_counter()
     started = cfg.data.engine == "ray" and init_ray(cfg, num_cpus=cfg.data.workers or None)
@@ -126,20 +116,17 @@ def build(cfg, folder: Path) -> dict:
             with data_engine(cfg) as mapper:
                 list(mapper(_warm, [None] * 2 * (cfg.data.workers or os.cpu_count() or 1) * cfg.data.items_per_task))
         t1 = time.perf_counter()
-        accepted, rejects = decode_all.fn(candidates, cfg, folder / "manifest" / "images")
+        manifest = ingest(cfg, folder / "manifest")
         t2 = time.perf_counter()
-        manifest = folder / "manifest" / "manifest.csv"
-        write_csv(manifest, MANIFEST_FIELDS, accepted)
-        jobs = image_jobs(TASK, cfg, read_manifest(manifest), manifest.parent, "train")
         with data_engine(cfg) as mapper:
-            shards = write_split.fn(jobs, folder / "shards", "train", cfg, mapper)
+            shards = shard(cfg, TASK, manifest, folder / "shards", ("train",), mapper)
         t3 = time.perf_counter()
-        (folder / "shards" / "index.json").write_text(json.dumps(index_for(TASK, cfg, shards, manifest)))
     finally:
         if started:
             stop_ray()
+    images = sum(row.split == "train" for row in read_manifest(manifest))
     return {"start_s": t1 - t0, "ingest_s": t2 - t1, "shard_s": t3 - t2, "files": len(candidates),
-            "images": len(jobs), "samples": sum(s["samples"] for s in shards), "rejects": len(rejects),
+            "images": images, "samples": sum(s["samples"] for s in shards), "rejects": len(candidates) - len(read_manifest(manifest)),
             "digests": [s["sha256"] for s in shards], "shards": shards}
 
 
@@ -220,7 +207,6 @@ def bench_stream(args, shard_dirs: dict[str, Path]) -> list[dict]:
 def step_flops_per_sample(cfg) -> float:
     """Forward + backward FLOPs of one sr_x4 training sample (conv and matmul), counted on the CPU."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from pipelines.pretrained import task_loss
     from training.models import build_transform_net
@@ -233,10 +219,7 @@ def step_flops_per_sample(cfg) -> float:
     inputs = torch.rand(1, params.degradation.input_channels, side // params.degradation.input_scale,
                         side // params.degradation.input_scale)
     targets = torch.rand(1, 3, side, side)
-    with FlopCounterMode(display=False) as counter:
-        total, _ = loss_fn(model(inputs), targets)
-        total.backward()
-    return float(counter.get_total_flops())
+    return count_flops(lambda: loss_fn(model(inputs), targets)[0].backward())[0]
 
 
 # --- report ------------------------------------------------------------------------------------------
@@ -313,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         build_rows = bench_build(args, datasets, work)
         progress("stream: PNG shards of the same samples")
         png = work / "png-shards"
-        _write_png_shards(make_config(args, datasets, "local", encoding="png"), work / "build-local-1", png)
+        shard(make_config(args, datasets, "local", encoding="png"), TASK, work / "build-local-1" / "manifest" / "manifest.csv", png, ("train",))
         shard_dirs = {"old": png, "png": png, "raw": work / "build-local-1" / "shards"}
         stream_rows = bench_stream(args, shard_dirs)
         flops = step_flops_per_sample(make_config(args, datasets, "local"))
@@ -322,20 +305,6 @@ def main(argv: list[str] | None = None) -> int:
         if cleanup:
             shutil.rmtree(work, ignore_errors=True)
     return 0
-
-
-def _write_png_shards(cfg, build: Path, folder: Path) -> None:
-    """The local build's train samples again, PNG-encoded, with their index.json."""
-    from pipelines.engine import data_engine
-    from pipelines.ingest import read_manifest
-    from pipelines.shard import image_jobs, index_for, write_split
-
-    manifest = build / "manifest" / "manifest.csv"
-    folder.mkdir(parents=True)
-    jobs = image_jobs(TASK, cfg, read_manifest(manifest), manifest.parent, "train")
-    with data_engine(cfg) as mapper:
-        shards = write_split.fn(jobs, folder, "train", cfg, mapper)
-    (folder / "index.json").write_text(json.dumps(index_for(TASK, cfg, shards, manifest)))
 
 
 if __name__ == "__main__":

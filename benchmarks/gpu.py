@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -51,16 +50,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines.params import parse_config# noqa: E402
-from pipelines.schema import Config# noqa: E402
+from pipelines.params import parse_config  # noqa: E402
+from pipelines.schema import Config  # noqa: E402
+from training.images import list_images  # noqa: E402
+from common import count_flops, progress  # noqa: E402  benchmarks/common.py: run as a script, this folder is on sys.path
 from training.pairs import sample_seed, train_pair  # noqa: E402
 
 MODES = ("fp32", "channels_last", "bf16", "bf16+channels_last")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -118,7 +114,7 @@ def read_images(folders: list[Path]) -> list[np.ndarray]:
 
     images = []
     for folder in folders:
-        for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        for path in list_images(folder):
             with Image.open(path) as img:
                 images.append(np.asarray(img.convert("RGB")))
     if not images:
@@ -201,12 +197,8 @@ def sync(device: torch.device) -> None:
 
 
 def count_step_flops(task: Task) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
     model, optimizer, scheduler, _ = task.fresh(False, 1)
-    with FlopCounterMode(display=False) as counter:
-        task.step(model, optimizer, scheduler, "fp32")
-    return float(counter.get_total_flops())
+    return count_flops(lambda: task.step(model, optimizer, scheduler, "fp32"))[0]
 
 
 def stream_rate(task: Task, pairs: tuple[np.ndarray, np.ndarray], workers: int, seconds: float) -> float:
@@ -309,7 +301,7 @@ def latency(kind: str, model: torch.nn.Module, scale: int, in_channels: int, siz
                 if i >= 3:
                     times.append(time.perf_counter() - start)
         out[mode] = 1000 * statistics.median(times)
-    log(f"latency {kind} {size}²: " + ", ".join(f"{k} {v:.2f} ms" for k, v in out.items()))
+    progress(f"latency {kind} {size}²: " + ", ".join(f"{k} {v:.2f} ms" for k, v in out.items()))
     return out
 
 
@@ -376,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_per_task": args.seconds, "peak_tflops": args.peak_tflops, "infer_size": args.infer_size,
         "tasks": {}, "latency": {},
     }
-    log(f"gpu check on {results['device']} (torch {torch.__version__}), tasks: {', '.join(tasks)}")
+    progress(f"gpu check on {results['device']} (torch {torch.__version__}), tasks: {', '.join(tasks)}")
     images = read_images([args.datasets / s for s in args.train_sets.split(",")])
     workers = 1 if args.tiny else min(16, os.cpu_count() or 1)
     pool = ProcessPoolExecutor(workers, initializer=_init_pool, initargs=(images,)) if workers > 1 else None
@@ -393,12 +385,12 @@ def main(argv: list[str] | None = None) -> int:
                 entry["gflop_per_sample"] = count_step_flops(task) / task.params.optim.batch_size / 1e9
                 entry["samples_per_s"] = {mode: time_mode(task, mode, args.timed_steps) for mode in MODES}
                 fp32 = entry["samples_per_s"]["fp32"]
-                log(f"{name}: " + ", ".join(f"{m} {v:.1f}/s (x{v / fp32:.2f})" for m, v in entry["samples_per_s"].items()))
+                progress(f"{name}: " + ", ".join(f"{m} {v:.1f}/s (x{v / fp32:.2f})" for m, v in entry["samples_per_s"].items()))
                 pairs = (task.inputs.cpu().numpy(), task.targets.cpu().numpy())
                 entry["stream"] = {"loader_workers": args.loader_workers,
                                    "samples_per_s": stream_rate(task, pairs, args.loader_workers, args.stream_seconds)}
                 entry["stream"]["vs_step"] = entry["stream"]["samples_per_s"] / max(entry["samples_per_s"].values())
-                log(f"{name}: stream {entry['stream']['samples_per_s']:.0f}/s with {args.loader_workers} loader workers, "
+                progress(f"{name}: stream {entry['stream']['samples_per_s']:.0f}/s with {args.loader_workers} loader workers, "
                     f"x{entry['stream']['vs_step']:.2f} the step's consumption")
                 if not args.steps_only:
                     train_and_validate(task, entry, args, device, results["latency"], seen_nets)
@@ -407,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                 entry = {"error": f"{type(exc).__name__}: {exc}"}
             entry["wall_s"] = time.perf_counter() - t0
             results["tasks"][name] = entry
-            log(f"{name}: {json.dumps(entry)}")
+            progress(f"{name}: {json.dumps(entry)}")
             if args.out:
                 args.out.mkdir(parents=True, exist_ok=True)
                 (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -43,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ending import ending, load_average  # benchmarks/ending.py: run as scripts, this folder is on sys.path
+from common import count_flops, ending, load_average, progress  # benchmarks/common.py: run as scripts, this folder is on sys.path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,10 +55,6 @@ keep_freed_memory()  # as `percept apply` runs (see pipelines/env.py)
 NETS = ("sr_x4", "style")
 CPU_PATHS = ("eager", "channels_last", "compile", "onnxruntime")
 CUDA_PATHS = ("eager", "channels_last", "bf16", "bf16+channels_last", "compile")
-
-
-def progress(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
 def _list(kind: Callable[[str], object]) -> Callable[[str], list]:
@@ -120,11 +116,9 @@ def build_net(name: str):
 
 def count_gflop(model, x) -> float:
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model(x)
-    return counter.get_total_flops() / 1e9
+    with torch.inference_mode():
+        return count_flops(lambda: model(x))[0] / 1e9
 
 
 def prepare(path: str, model, x, device: str, onnx_file: Path | None, threads: int) -> tuple[Callable, float]:

@@ -5,8 +5,8 @@ Each case runs in two fresh processes, one with glibc's default malloc policy an
 
 - ``vgg``: a forward pass of the default feature network (relu1_1..relu3_1) over a whole
   500x480 image, as ``percept evaluate`` scores every output (``feature_distance``);
-- ``train``: a training step of the sr_x4 network (batch 8 of 96 px targets, pixel + VGG feature
-  loss, Adam), in a thread, as Ray Train runs its loop.
+- ``train``: a training step of sr_x4_perceptual's network (batch 8 of 96 px targets, pixel + VGG
+  feature loss, Adam), in a thread, as Ray Train runs its loop.
 
 Printed per case: seconds per call (median of ``--repeats`` processes), minor page faults per
 call, system CPU seconds per call, and the speed-up. No files are written.
@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from ending import ending, load_average  # benchmarks/ending.py: run as scripts, this folder is on sys.path
+from common import ending, load_average  # benchmarks/common.py: run as scripts, this folder is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ("vgg", "train")
@@ -34,18 +34,19 @@ POLICIES = ("default", "keep")
 # One process: build the case, run it once to warm up, then time ``calls`` calls and report.
 CHILD = r"""
 import json, os, resource, sys, threading, time
-sys.path.insert(0, {root!r})
+sys.path[:0] = [{root!r}, {root!r} + "/benchmarks"]
 os.environ.pop("GLIBC_TUNABLES", None)
 from pipelines.env import apply_quiet_defaults, keep_freed_memory
 apply_quiet_defaults()
 if {policy!r} == "keep":
     keep_freed_memory()
-import torch
-from pipelines.params import load_config
+import torch, yaml
+from common import with_feature_weights
+from pipelines.params import parse_config
 from training.vgg import load_feature_net
 torch.manual_seed(0)
 torch.set_num_threads(2)
-cfg = load_config({params!r})
+cfg = parse_config(with_feature_weights(yaml.safe_load(open({params!r})), __import__("pathlib").Path({root!r})))
 if {case!r} == "vgg":
     net = load_feature_net(cfg.feature_net)
     image = torch.rand(1, 3, 500, 480)
@@ -56,9 +57,10 @@ else:
     from training.loop import make_optimizer, train_step
     from training.losses import PerceptualLoss
     from training.models import build_transform_net
-    params = cfg.task("sr_x4")
+    params = cfg.task("sr_x4_perceptual")  # the SR net on pixel + VGG feature loss
+    terms = params.loss.model_copy(update={{"pixel_only_steps": 0}})  # the VGG term from the first step
     model = build_transform_net(params.model, params.degradation.input_scale)
-    loss = PerceptualLoss(params.loss, load_feature_net(cfg.feature_net, params.loss.needed_layers))
+    loss = PerceptualLoss(terms, load_feature_net(cfg.feature_net, terms.needed_layers), grid_period=params.degradation.input_scale)
     optimizer, scheduler = make_optimizer(model, params.optim)
     low, high = torch.rand(8, 3, 24, 24), torch.rand(8, 3, 96, 96)
     def call():

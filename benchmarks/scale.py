@@ -32,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-from ending import ending, load_average  # benchmarks/ending.py: run as scripts, this folder is on sys.path
+from common import ending, load_average, progress as _progress  # benchmarks/common.py: run as scripts, this folder is on sys.path
 
 for _key, _value in {"NO_ALBUMENTATIONS_UPDATE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                      "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}.items():
@@ -46,7 +46,7 @@ MIN_SIDE = 128  # the generated images' smallest side: above every default task'
 
 
 def progress(msg: str) -> None:
-    print(f"[scale] {msg}", file=sys.stderr, flush=True)
+    _progress(msg, "scale")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

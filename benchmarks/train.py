@@ -1,8 +1,8 @@
 """Training benchmark: samples/s of the Ray Train loop against a plain PyTorch loop, in one run.
 
-Both loops train the same sr_x4 network with the same loss (pixel L1 + VGG feature loss), the same
-optimiser and schedule, and the same seeded shard stream, on this machine, so the ratio of the two
-rates is the cost of running the loop under Ray Train (one worker) rather than as a bare loop.
+Both loops train the same sr_x4 network (``tasks.sr_x4.model``, whatever its ``arch``) with the
+same loss (its ``loss:`` block), the same optimiser and schedule, and the same seeded shard
+stream, on this machine, so the ratio of the two rates is the cost of running the loop under Ray Train (one worker) rather than as a bare loop.
 Nothing under the project's ``data/``, ``runs/``, ``models/`` or ``mlflow.db`` is touched: the
 shards are copied into a work folder (a temporary one, removed at the end, unless ``--workdir``)
 that is the project root of the Ray runs (its checkpoints, MLflow database, models/ and plots/).
@@ -31,7 +31,8 @@ with idle Ray daemons (they are part of Ray's cost). Repeats alternate the order
 plain, ...) so a drift in machine load hits both alike; medians are printed, and the ratio per
 repeat. FLOP are counted with ``torch.utils.flop_counter.FlopCounterMode`` on one batch (matmul
 and convolution FLOP only; element-wise work is not counted): the network's forward pass, and the
-whole training step (network forward + backward, the VGG passes of output and target, the loss).
+whole training step (network forward + backward, the VGG passes of output and target when the loss
+has a feature term, the loss), split by module class.
 
 Where the CPUs went in each window is sampled with psutil every 0.5 s: the loop's process (and its
 DataLoader worker), Ray's other processes, and other work on the host. A shared machine skews the
@@ -56,7 +57,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ending import ending, load_average  # benchmarks/ending.py: run as scripts, this folder is on sys.path
+from common import count_flops as flop_count, ending, ingest, load_average, progress, shard, with_feature_weights  # benchmarks/common.py: run as scripts, this folder is on sys.path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,10 +71,6 @@ apply_quiet_defaults()
 keep_freed_memory()
 TASK = "sr_x4"
 METER_WINDOW = 20  # pipelines.train.ThroughputMeter's default window
-
-
-def progress(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
 class CpuSampler:
@@ -277,15 +274,7 @@ def bench_config(args: argparse.Namespace, raw: dict[str, Any], work: Path, repe
     raw["compare"] = {}  # its sheet names models this benchmark does not train
     raw["mlflow"] = {"tracking_uri": f"sqlite:///{work / 'mlflow.db'}", "artifact_location": str(work / "mlartifacts"),
                      "experiment": f"bench-train-r{repeat}"}
-    weights = Path((raw.get("feature_net") or {}).get("weights", "data/weights/vgg_normalised_conv3_1.pth"))
-    if not weights.is_absolute():
-        local = ROOT / weights
-        if not local.is_file():  # not acquired yet: the file `percept acquire` would copy
-            from pipelines.paths import Paths
-
-            local = Paths(ROOT).weights_source() / weights.name
-        raw.setdefault("feature_net", {})["weights"] = str(local)
-    cfg = parse_config(raw, source=f"{args.params} (benchmark settings)")
+    cfg = parse_config(with_feature_weights(raw, ROOT), source=f"{args.params} (benchmark settings)")
     if args.warmup % cfg.train.log_every:
         raise SystemExit(f"error: --warmup ({args.warmup}) must be a multiple of log_every ({cfg.train.log_every}): "
                          "the Ray window starts at a logged step")
@@ -355,9 +344,6 @@ def build_shards(raw: dict[str, Any], datasets: Path, dest: Path, images: int) -
     import random
 
     from pipelines.params import parse_config
-    from pipelines.ingest import MANIFEST_FIELDS, decode_all, list_source, read_manifest, write_csv
-    from pipelines.engine import data_engine
-    from pipelines.shard import image_jobs, index_for, write_split
 
     work = dest.parent / "build"
     pick = work / "T91"
@@ -370,18 +356,7 @@ def build_shards(raw: dict[str, Any], datasets: Path, dest: Path, images: int) -
     raw["ingest"]["follow_links"] = True  # the picks are links into the datasets folder
     raw["data"] = {"engine": "local"}  # a few images: this process, no Ray start for a build step
     cfg = parse_config(raw, source="benchmark shard settings")
-    candidates = [c for s in cfg.ingest.sources for c in list_source(s, cfg)]
-    (work / "manifest" / "images").mkdir(parents=True)
-    accepted, _ = decode_all.fn(candidates, cfg, work / "manifest" / "images")
-    manifest = work / "manifest" / "manifest.csv"
-    write_csv(manifest, MANIFEST_FIELDS, accepted)
-    rows = read_manifest(manifest)
-    dest.mkdir(parents=True)
-    shards = []
-    with data_engine(cfg) as mapper:
-        for split in ("train", "val"):
-            shards += write_split.fn(image_jobs(TASK, cfg, rows, manifest.parent, split), dest, split, cfg, mapper)
-    (dest / "index.json").write_text(json.dumps(index_for(TASK, cfg, shards, manifest), indent=2, sort_keys=True) + "\n")
+    shard(cfg, TASK, ingest(cfg, work / "manifest"), dest)
     return f"built from {images} T91 images"
 
 
@@ -432,9 +407,9 @@ def step_args(cfg, device):
 def count_flops(cfg, shards: Path, device) -> dict[str, float]:
     """FLOP per sample of the network's forward pass and of one whole training step."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from training.loop import to_model_input, train_step
+    from training.models import count_parameters
 
     params = cfg.task(TASK)
     channels_last, autocast = step_args(cfg, device)
@@ -445,17 +420,12 @@ def count_flops(cfg, shards: Path, device) -> dict[str, float]:
     y = to_model_input(targets, 3, device, channels_last)
     n = x.shape[0]
     with torch.no_grad(), torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-        with FlopCounterMode(display=False) as fwd:
-            model(x)
-    with FlopCounterMode(display=False) as step:
-        train_step(model, loss_fn, optimizer, scheduler, x, y, params.optim.grad_clip, autocast)
-    by_module = step.get_flop_counts()
-    net = sum(by_module.get("TransformNet", {}).values())
-    vgg = sum(by_module.get("PerceptualLoss", {}).values())
-    from training.models import count_parameters
-
-    return {"forward": fwd.get_total_flops() / n, "step": step.get_total_flops() / n, "step_net": net / n,
-            "step_loss": vgg / n, "params": count_parameters(model), "input": tuple(x.shape[1:]), "target": tuple(y.shape[1:])}
+        forward, _ = flop_count(lambda: model(x))
+    step, by_module = flop_count(lambda: train_step(model, loss_fn, optimizer, scheduler, x, y, params.optim.grad_clip, autocast))
+    net = by_module.get(type(model).__name__, 0.0)  # the network class the task's model.arch builds
+    vgg = by_module.get(type(loss_fn).__name__, 0.0)
+    return {"forward": forward / n, "step": step / n, "step_net": net / n, "step_loss": vgg / n,
+            "params": count_parameters(model), "input": tuple(x.shape[1:]), "target": tuple(y.shape[1:])}
 
 
 # --- the two loops -------------------------------------------------------------------------------
@@ -575,8 +545,8 @@ def report(args, cfg, flops, plain: list[dict], rays: list[dict], order: list[st
         f"loader_workers {cfg.train.loader_workers}, log_every {cfg.train.log_every}; python {sys.version.split()[0]}, "
         f"torch {torch.__version__}, ray {ray.__version__}",
         "",
-        f"model: SR TransformNet ({params.model.residual_blocks} residual blocks, {params.model.sr_channels} ch, "
-        f"{params.model.norm} norm, {params.model.upsample}), {flops['params'] / 1e6:.3f} M parameters; loss "
+        f"model: {params.model.arch} (" + ", ".join(f"{k} {v}" for k, v in params.model.model_dump().items() if k != "arch")
+        + f"), {flops['params'] / 1e6:.3f} M parameters; loss "
         + " + ".join(f"{k} {v}" for k, v in (("pixel " + params.loss.pixel, params.loss.pixel_weight),
                                               (f"feature {params.loss.feature_layer}", params.loss.feature_weight),
                                               ("style", params.loss.style_weight), ("tv", params.loss.tv_weight)) if v > 0),
