@@ -43,7 +43,7 @@ test-unit: install
 	$(BIN)/python -m pytest -m unit -n $(TEST_WORKERS)
 
 stack: install system   ## infra/compose's services as processes on 127.0.0.1, until Ctrl-C (PERCEPT_PROFILE=stack uses them)
-	$(BIN)/python -m pipelines.stack up
+	$(BIN)/python -m pipelines.services.stack up
 
 bench: install          ## data, scale, training, allocator and inference benchmarks (figures in the README)
 	$(BIN)/python benchmarks/data.py

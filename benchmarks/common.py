@@ -39,7 +39,7 @@ def with_feature_weights(raw: dict[str, Any], root: Path) -> dict[str, Any]:
     if not weights.is_absolute():
         local = root / weights
         if not local.is_file():
-            from pipelines.paths import Paths
+            from pipelines.common.paths import Paths
 
             local = Paths(root).weights_source() / weights.name
         feature["weights"] = str(local)
@@ -60,7 +60,8 @@ def count_flops(fn: Callable[[], Any]) -> tuple[float, dict[str, float]]:
 def ingest(cfg, folder: Path) -> Path:
     """``cfg.ingest.sources`` decoded and validated into ``folder``/manifest.csv and images/, as
     the ingest stage does (its steps without the flow); the manifest's path."""
-    from pipelines.ingest import MANIFEST_FIELDS, decode_all, list_source, write_csv
+    from pipelines.data.manifest import MANIFEST_FIELDS, write_csv
+    from pipelines.stages.ingest import decode_all, list_source
 
     candidates = [c for s in cfg.ingest.sources for c in list_source(s, cfg)]
     (folder / "images").mkdir(parents=True)
@@ -74,9 +75,9 @@ def shard(cfg, task: str, manifest: Path, dest: Path, splits: tuple[str, ...] = 
           mapper: Callable | None = None) -> list[dict[str, Any]]:
     """``task``'s samples of ``splits`` from ``manifest`` into ``dest`` with its index.json, as the
     shard stage writes them (``mapper``: an engine's ordered map, else ``cfg.data.engine``'s)."""
-    from pipelines.engine import data_engine
-    from pipelines.ingest import read_manifest
-    from pipelines.shard import image_jobs, index_for, write_split
+    from pipelines.services.engine import data_engine
+    from pipelines.data.manifest import read_manifest
+    from pipelines.stages.shard import image_jobs, index_for, write_split
 
     rows = read_manifest(manifest)
     dest.mkdir(parents=True, exist_ok=True)

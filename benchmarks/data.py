@@ -86,8 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def make_config(args: argparse.Namespace, datasets: Path, engine: str, workers: int = 0, encoding: str = "raw"):
     import yaml
 
-    from pipelines.params import parse_config
-    from pipelines.paths import Paths
+    from pipelines.common.params import parse_config
 
     raw = yaml.safe_load(args.params.read_text())
     raw["ingest"]["sources"] = [{"uri": str(datasets / s / "HR"), "split": "train"} for s in args.train_sets.split(",")]
@@ -105,8 +104,9 @@ def make_config(args: argparse.Namespace, datasets: Path, engine: str, workers: 
 
 def build(cfg, folder: Path) -> dict:
     """Ingest, then shard the train split, timing Ray's start apart from the work."""
-    from pipelines.engine import data_engine, init_ray, stop_ray
-    from pipelines.ingest import list_source, read_manifest
+    from pipelines.services.engine import data_engine, init_ray, stop_ray
+    from pipelines.stages.ingest import list_source
+    from pipelines.data.manifest import read_manifest
 
     candidates = [c for s in cfg.ingest.sources for c in list_source(s, cfg)]
     t0 = time.perf_counter()
@@ -131,8 +131,8 @@ def build(cfg, folder: Path) -> dict:
 
 
 def _warm(_):
-    import pipelines.samples  # noqa: F401 - what the workers import first
-    import pipelines.validate  # noqa: F401
+    import pipelines.data.samples  # noqa: F401 - what the workers import first
+    import pipelines.data.validate  # noqa: F401
 
     time.sleep(0.05)  # long enough that every worker gets a task
     return os.getpid()
@@ -208,7 +208,7 @@ def step_flops_per_sample(cfg) -> float:
     """Forward + backward FLOPs of one sr_x4 training sample (conv and matmul), counted on the CPU."""
     import torch
 
-    from pipelines.pretrained import task_loss
+    from pipelines.use.pretrained import task_loss
     from training.models import build_transform_net
 
     params = cfg.task(TASK)
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     args.load_start = load_average()
-    from pipelines.paths import Paths
+    from pipelines.common.paths import Paths
 
     datasets = (args.datasets or Paths(ROOT).datasets()).resolve()
     for sub in [*args.train_sets.split(","), "Set5"]:

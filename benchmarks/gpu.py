@@ -50,8 +50,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines.params import parse_config  # noqa: E402
-from pipelines.schema import Config  # noqa: E402
+from pipelines.common.params import parse_config# noqa: E402
+from pipelines.common.schema import Config# noqa: E402
 from training.images import list_images  # noqa: E402
 from common import count_flops, progress  # noqa: E402  benchmarks/common.py: run as a script, this folder is on sys.path
 from training.pairs import sample_seed, train_pair  # noqa: E402
@@ -150,7 +150,7 @@ class Task:
     """One task's network, loss and optimiser on the device, fed from pairs held on the device."""
 
     def __init__(self, name: str, cfg: Config, pairs: tuple[np.ndarray, np.ndarray], device: torch.device) -> None:
-        from pipelines.pretrained import init_pretrained, task_loss
+        from pipelines.use.pretrained import init_pretrained, task_loss
         from training.models import build_transform_net
 
         self.name, self.cfg, self.device = name, cfg, device
@@ -261,8 +261,8 @@ def train_for(task: Task, mode: str, seconds: float, rate: float) -> tuple[torch
 
 
 def validate(task: Task, model: torch.nn.Module, datasets: Path, sets: list[str], tiny: bool) -> dict[str, Any]:
-    from pipelines.evaluate import evaluate_images, instruments, load_image_set
-    from pipelines.predictors import Predictor
+    from pipelines.use.scoring import evaluate_images, instruments, load_image_set
+    from pipelines.use.predictors import Predictor
     from training.inference import Engine
     from training.options import InferenceConfig
 

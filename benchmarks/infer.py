@@ -49,9 +49,9 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines.env import keep_freed_memory  # noqa: E402
+from pipelines.common.env import keep_freed_memory# noqa: E402
 
-keep_freed_memory()  # as `percept apply` runs (see pipelines/env.py)
+keep_freed_memory()  # as `percept apply` runs (see pipelines/common/env.py)
 NETS = ("sr_x4", "style")
 CPU_PATHS = ("eager", "channels_last", "compile", "onnxruntime")
 CUDA_PATHS = ("eager", "channels_last", "bf16", "bf16+channels_last", "compile")

@@ -1,4 +1,4 @@
-"""Allocator benchmark: what ``pipelines.env.keep_freed_memory`` buys, against glibc's defaults, in one run.
+"""Allocator benchmark: what ``pipelines.common.env.keep_freed_memory`` buys, against glibc's defaults, in one run.
 
 Each case runs in two fresh processes, one with glibc's default malloc policy and one with
 ``keep_freed_memory()`` applied first (as every ``percept`` command does), in alternating order:
@@ -36,13 +36,13 @@ CHILD = r"""
 import json, os, resource, sys, threading, time
 sys.path[:0] = [{root!r}, {root!r} + "/benchmarks"]
 os.environ.pop("GLIBC_TUNABLES", None)
-from pipelines.env import apply_quiet_defaults, keep_freed_memory
+from pipelines.common.env import apply_quiet_defaults, keep_freed_memory
 apply_quiet_defaults()
 if {policy!r} == "keep":
     keep_freed_memory()
 import torch, yaml
 from common import with_feature_weights
-from pipelines.params import parse_config
+from pipelines.common.params import parse_config
 from training.vgg import load_feature_net
 torch.manual_seed(0)
 torch.set_num_threads(2)

@@ -144,10 +144,11 @@ def _status(field: str) -> int:
 def run_size(args: argparse.Namespace, datasets: Path, work: Path) -> dict:
     import yaml
 
-    from pipelines.params import parse_config
-    from pipelines.engine import data_engine, init_ray, stop_ray
-    from pipelines.ingest import MANIFEST_FIELDS, decode_all, list_source, read_manifest, write_csv
-    from pipelines.shard import image_jobs, write_split
+    from pipelines.common.params import parse_config
+    from pipelines.services.engine import data_engine, init_ray, stop_ray
+    from pipelines.data.manifest import MANIFEST_FIELDS, read_manifest, write_csv
+    from pipelines.stages.ingest import decode_all, list_source
+    from pipelines.stages.shard import image_jobs, write_split
 
     count = args.child
     train = work / f"train-{count}"
@@ -237,7 +238,7 @@ def report(args, rows: list[dict], elapsed: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from pipelines.paths import Paths
+    from pipelines.common.paths import Paths
 
     datasets = (args.datasets or Paths(ROOT).datasets()).resolve()
     if args.child:

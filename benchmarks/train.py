@@ -13,7 +13,7 @@ outside the measurement, so this only shortens the run); the train split is the 
     .venv/bin/python benchmarks/train.py --steps 80 --repeats 3
     .venv/bin/python benchmarks/train.py --device cuda     # bf16 autocast + channels_last, as the product
 
-1. Ray: ``pipelines.train.train`` (the product's driver: a local Ray, a ``TorchTrainer`` with one
+1. Ray: ``pipelines.stages.train.train`` (the product's driver: a local Ray, a ``TorchTrainer`` with one
    worker of ``train.cpus_per_worker`` CPUs, MLflow logging every ``log_every`` steps, one checkpoint
    at the last step, then the quick validation and models/ write). The steady rate is taken from
    the MLflow metric timestamps: the rank-0 worker logs at step ``--warmup`` and at the last step,
@@ -63,14 +63,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines.env import apply_quiet_defaults, keep_freed_memory  # noqa: E402
+from pipelines.common.env import apply_quiet_defaults, keep_freed_memory# noqa: E402
 
 # As the CLI sets them, before Ray / MLflow are imported; Ray's workers inherit them through the
 # raylet this process starts.
 apply_quiet_defaults()
 keep_freed_memory()
 TASK = "sr_x4"
-METER_WINDOW = 20  # pipelines.train.ThroughputMeter's default window
+METER_WINDOW = 20  # pipelines.stages.train.ThroughputMeter's default window
 
 
 class CpuSampler:
@@ -187,7 +187,7 @@ def process_kind(cmd: str) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="Training rate (samples/s) of the Ray Train loop (pipelines.train.train, 1 worker) against a plain "
+        description="Training rate (samples/s) of the Ray Train loop (pipelines.stages.train.train, 1 worker) against a plain "
         "PyTorch loop over the same model, loss, optimiser and shard stream, measured in one run; plus FLOP per "
         "sample and achieved FLOP/s. Table on stdout, progress on stderr.",
     )
@@ -255,7 +255,7 @@ def bench_config(args: argparse.Namespace, raw: dict[str, Any], work: Path, repe
     Each repeat gets its own checkpoint folder and MLflow experiment: the run name is deterministic
     (task + settings + shards), so sharing either would resume the previous repeat instead of training.
     """
-    from pipelines.params import parse_config
+    from pipelines.common.params import parse_config
 
     raw = copy.deepcopy(raw)
     task = raw["tasks"][TASK]
@@ -286,7 +286,7 @@ def prepare_shards(args: argparse.Namespace, raw: dict[str, Any], dest: Path) ->
     if (args.shards / "index.json").is_file():
         shutil.copytree(args.shards, dest)
         return f"copy of {args.shards}"
-    from pipelines.paths import Paths
+    from pipelines.common.paths import Paths
 
     datasets = args.datasets or Paths(ROOT).datasets()
     for sub in ("T91/HR", "Set5/HR"):
@@ -343,7 +343,7 @@ def build_shards(raw: dict[str, Any], datasets: Path, dest: Path, images: int) -
     """As benchmarks/data.py does: ingest T91 (first ``images``) + Set5, shard the sr_x4 train and val splits."""
     import random
 
-    from pipelines.params import parse_config
+    from pipelines.common.params import parse_config
 
     work = dest.parent / "build"
     pick = work / "T91"
@@ -367,7 +367,7 @@ def build_pieces(cfg, device):
     """Model, loss, optimiser and scheduler exactly as ``train_loop_per_worker`` builds them (1 worker)."""
     import torch
 
-    from pipelines.pretrained import init_pretrained, task_loss
+    from pipelines.use.pretrained import init_pretrained, task_loss
     from training.loop import make_optimizer
     from training.models import build_transform_net
 
@@ -467,13 +467,13 @@ def run_plain(cfg, shards: Path, device, warmup: int) -> dict[str, Any]:
 
 
 def run_ray(cfg, root: Path, warmup: int, niceness: int | None = None) -> dict[str, Any]:
-    """pipelines.train.train on ``root``; the steady rate from the rank-0 worker's MLflow timestamps."""
+    """pipelines.stages.train.train on ``root``; the steady rate from the rank-0 worker's MLflow timestamps."""
     import ray
 
-    from pipelines import tracking
-    from pipelines.paths import Paths
-    from pipelines.engine import init_ray, stop_ray
-    from pipelines.train import train
+    from pipelines.services import tracking
+    from pipelines.common.paths import Paths
+    from pipelines.services.engine import init_ray, stop_ray
+    from pipelines.stages.train import train
 
     params = cfg.task(TASK)
     steps, batch = params.optim.steps, params.optim.batch_size
@@ -509,7 +509,7 @@ def run_ray(cfg, root: Path, warmup: int, niceness: int | None = None) -> dict[s
 
 def mlflow_log_cost(cfg, root: Path, n: int = 5) -> float:
     """Seconds per ``tracking.log_metrics`` call of the product's metric set into the benchmark's sqlite."""
-    from pipelines import tracking
+    from pipelines.services import tracking
 
     client = tracking.client(cfg.mlflow, root)
     exp = tracking.experiment_id(client, cfg, root)

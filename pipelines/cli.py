@@ -9,14 +9,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pipelines.params import DEFAULT_PARAMS, load_config
-from pipelines.schema import Config
-from pipelines.errors import ConfigError, one_line_user_errors, show_client_retries
-from pipelines.env import apply_quiet_defaults, keep_freed_memory
-from pipelines.paths import DATASETS_ENV
+from pipelines.common.env import apply_quiet_defaults, keep_freed_memory
+from pipelines.common.errors import ConfigError, one_line_user_errors, show_client_retries
+from pipelines.common.params import DEFAULT_PARAMS, load_config
+from pipelines.common.paths import DATASETS_ENV
+from pipelines.common.schema import Config
 
 apply_quiet_defaults()  # before the libraries are imported by the verbs
-keep_freed_memory()  # before the first large tensor (see pipelines/env.py)
+keep_freed_memory()  # before the first large tensor (see pipelines/common/env.py)
 
 log = logging.getLogger("percept")
 
@@ -269,7 +269,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if getattr(args, "task", None):
         cfg.task(args.task)  # an unknown name stops here, before any flow or cluster starts
     if cfg.s3.endpoint_url or cfg.s3.region:
-        from pipelines.s3 import export_endpoint
+        from pipelines.services.s3 import export_endpoint
 
         export_endpoint(cfg.s3)
     return VERBS[args.command](args, cfg) or 0
@@ -280,20 +280,20 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _acquire(args, cfg):
-    from pipelines.acquire import acquire
+    from pipelines.stages.acquire import acquire
 
     acquire(cfg)
 
 
 def _ingest(args, cfg):
-    from pipelines.ingest import ingest_flow
+    from pipelines.stages.ingest import ingest_flow
 
     ingest_flow(cfg)
 
 
 def _shard(args, cfg):
-    from pipelines.engine import data_engine
-    from pipelines.shard import shard_flow
+    from pipelines.services.engine import data_engine
+    from pipelines.stages.shard import shard_flow
 
     with data_engine(cfg):  # one Ray for every task's flow (each joins it), not one each
         for name in cfg.task_names if args.all else [args.task]:
@@ -301,7 +301,7 @@ def _shard(args, cfg):
 
 
 def _train(args, cfg):
-    from pipelines.train import job_server, submit_job, train
+    from pipelines.stages.train import job_server, submit_job, train
 
     if job_server(cfg):
         submit_job(args.task, cfg, Path(args.params))
@@ -312,8 +312,8 @@ def _train(args, cfg):
 def _evaluate(args, cfg):
     import json
 
-    from pipelines import evaluate
-    from pipelines.paths import Paths
+    from pipelines.common.paths import Paths
+    from pipelines.stages import evaluate
 
     reports = evaluate.run(args.task, args.model, cfg, Paths(), images=args.images, out=args.out, any_task=args.any_task)
     if args.json:
@@ -326,13 +326,13 @@ def _evaluate(args, cfg):
 
 
 def _register(args, cfg):
-    from pipelines.registry import register
+    from pipelines.stages.register import register
 
     register(args.task, cfg)
 
 
 def _promote(args, cfg):
-    from pipelines.promote import promote_flow
+    from pipelines.stages.promote import promote_flow
 
     record = promote_flow(args.task, cfg, version=args.version, force=args.force)
     print(record["line"])
@@ -340,45 +340,45 @@ def _promote(args, cfg):
 
 
 def _retrain(args, cfg):
-    from pipelines.retrain import retrain_flow
+    from pipelines.services.retrain import retrain_flow
 
     summary = retrain_flow(str(args.params), force=args.force, push=cfg.retrain.push and not args.no_push)
     print(f"retrain: {summary['status']}; data changed for: {', '.join(summary['changed']) or 'none'}")
 
 
 def _schedule(args, cfg):
-    from pipelines.retrain import serve
+    from pipelines.services.retrain import serve
 
     serve(cfg, str(args.params))
 
 
 def _repro(args, cfg):
-    from pipelines.repro import repro
+    from pipelines.services.repro import repro
 
     return repro(args.dvc_args, cfg)
 
 
 def _remote(args, cfg):
-    from pipelines.remote import configure_dvc_remote
+    from pipelines.services.remote import configure_dvc_remote
 
     url = configure_dvc_remote(cfg)
     print(f"DVC remote: {url} (in .dvc/config.local)" if url else "DVC remote: .dvc/config's default (s3.bucket is not set)")
 
 
 def _apply(args, cfg):
-    from pipelines.apply import run_cli
+    from pipelines.use.apply import run_cli
 
     return run_cli(args, cfg)
 
 
 def _compare(args, cfg):
-    from pipelines.compare import run_cli
+    from pipelines.stages.compare import run_cli
 
     return run_cli(args, cfg)
 
 
 def _export(args, cfg):
-    from pipelines.export import run_cli
+    from pipelines.use.export import run_cli
 
     return run_cli(args, cfg)
 

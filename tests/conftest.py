@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from pipelines.env import apply_quiet_defaults, keep_freed_memory
+from pipelines.common.env import apply_quiet_defaults, keep_freed_memory
 
 apply_quiet_defaults()  # as the Makefile sets them, also when pytest is run by hand
 keep_freed_memory()  # as the percept command does
@@ -36,8 +36,8 @@ import pytest
 import yaml
 from botocore.config import Config as BotoConfig
 
-from pipelines.params import parse_config
-from pipelines.schema import Config
+from pipelines.common.params import parse_config
+from pipelines.common.schema import Config
 from tests import workers
 
 workers.share_the_cores()

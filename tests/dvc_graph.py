@@ -20,7 +20,7 @@ CLI = ROOT / "pipelines" / "cli.py"
 
 
 def module_file(name: str) -> Path | None:
-    """The file of a project module name (``pipelines.train``), or None for anything else."""
+    """The file of a project module name (``pipelines.stages.train``), or None for anything else."""
     if name.split(".")[0] not in PACKAGES:
         return None
     base = ROOT.joinpath(*name.split("."))

@@ -1,6 +1,6 @@
 """The per-worker training step: model, loss, optimiser, schedule; no orchestration.
 
-``pipelines/train.py`` runs this inside Ray Train workers (DDP, checkpoints, MLflow); the same
+``pipelines/stages/train.py`` runs this inside Ray Train workers (DDP, checkpoints, MLflow); the same
 pieces run in a plain loop for the benchmark. Images are float tensors in [0, 1], N x C x H x W.
 """
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.stack import Process, wait_for_url
+from pipelines.services.stack import Process, wait_for_url
 from tests.e2e.browser import chromium
 from tests.e2e.project_copy import ROOT
 

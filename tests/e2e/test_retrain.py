@@ -54,7 +54,7 @@ def project(tmp_path_factory, prefect_harness):
 
 def run_retrain(repo: Path, env: dict, **kwargs):
     """The flow in this process (the harness API), with the project's environment."""
-    from pipelines.retrain import retrain_flow
+    from pipelines.services.retrain import retrain_flow
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -68,8 +68,7 @@ def run_retrain(repo: Path, env: dict, **kwargs):
 def test_retrain_lifecycle(project):
     from mlflow.tracking import MlflowClient
 
-    from pipelines.promote import alias_version
-    from pipelines.registry import MANIFEST_TAG
+    from pipelines.services.registry import MANIFEST_TAG, alias_version
 
     repo, incoming, env = project
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
@@ -81,9 +80,9 @@ def test_retrain_lifecycle(project):
     assert v1.tags[MANIFEST_TAG] == first["manifest_sha256"]
     assert (repo / ".dvc-remote").is_dir() and any((repo / ".dvc-remote").rglob("*"))  # pushed
     if alias_version(client, "sr_x4", "champion") is None:  # it did not beat bicubic: a person promotes it
-        from pipelines.params import load_config
-        from pipelines.paths import Paths
-        from pipelines.promote import promote_flow
+        from pipelines.common.params import load_config
+        from pipelines.common.paths import Paths
+        from pipelines.stages.promote import promote_flow
 
         promote_flow("sr_x4", load_config(repo / "params.yaml"), Paths(repo), version=1, force=True)
     assert alias_version(client, "sr_x4", "champion") == "1"
@@ -111,7 +110,7 @@ def test_retrain_lifecycle(project):
                    cwd=repo, check=True, capture_output=True)
     params["tasks"]["sr_x4"]["optim"].update(lr=2e-3, steps=12)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    from pipelines.retrain import StepFailed
+    from pipelines.services.retrain import StepFailed
 
     with pytest.raises(StepFailed, match="dvc push failed"):
         run_retrain(repo, env, force=True, retries=2)

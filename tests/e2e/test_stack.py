@@ -1,4 +1,4 @@
-"""The production stack of infra/compose, run natively (pipelines.stack): PostgreSQL with the
+"""The production stack of infra/compose, run natively (pipelines.services.stack): PostgreSQL with the
 `mlflow` and `prefect` databases, `mlflow server` on PostgreSQL proxying artifacts into the S3
 server, Prefect server on PostgreSQL with the `percept` process pool and a worker, a Ray head and
 a second Ray node; the project's params point at it through `profiles.stack`.
@@ -23,14 +23,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.stack import Ports, Stack, profile
+from pipelines.services.stack import Ports, Stack, profile
 from tests.e2e.project_copy import ROOT, tiny_project
 from tests.shared_data import WEIGHTS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.stack]
 BIN = Path(sys.executable).parent
 TASK = "sr_x4"
-# A retried request in a percept command's log (pipelines.errors.show_client_retries): Prefect's
+# A retried request in a percept command's log (pipelines.common.errors.show_client_retries): Prefect's
 # client or urllib3 (under MLflow's client), at WARNING.
 RETRY = re.compile(r"WARNING (prefect\.client|urllib3\.connectionpool): .*(Another attempt will be made|Retry: )")
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.params import deep_merge
+from pipelines.common.params import deep_merge
 from tests.shared_data import DATASETS, WEIGHTS
 
 
@@ -82,10 +82,10 @@ def train_params_fixture():
 
 @pytest.fixture(scope="module")
 def sr_project(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> Path:
-    from pipelines.params import parse_config
-    from pipelines.ingest import ingest_flow
-    from pipelines.paths import Paths
-    from pipelines.shard import shard_flow
+    from pipelines.common.params import parse_config
+    from pipelines.stages.ingest import ingest_flow
+    from pipelines.common.paths import Paths
+    from pipelines.stages.shard import shard_flow
 
     root = tmp_path_factory.mktemp("train-project")
     for split, names, collection in (("train", TRAIN_IMAGES, "T91"), ("val", VAL_IMAGES, "Set5")):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.acquire import AcquireError, acquire
-from pipelines.paths import DATASETS_ENV, Paths
+from pipelines.stages.acquire import AcquireError, acquire
+from pipelines.common.paths import DATASETS_ENV, Paths
 from tests.shared_data import DATASETS, WEIGHTS
 
 pytestmark = pytest.mark.integration

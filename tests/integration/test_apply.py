@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.apply import apply_folder, plan
+from pipelines.use.apply import apply_folder, plan
 from training.inference import Engine, load_model_file
 from training.options import InferenceConfig
 
@@ -134,9 +134,9 @@ def test_a_registered_model_is_found_by_its_uri(model_dir, tmp_path, monkeypatch
 
     import mlflow
 
-    from pipelines.paths import Paths
-    from pipelines.predictors import load_engine
-    from pipelines.registry import log_pyfunc
+    from pipelines.common.paths import Paths
+    from pipelines.use.predictors import load_engine
+    from pipelines.stages.register import log_pyfunc
 
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(tracking_uri)
@@ -205,7 +205,7 @@ def test_a_run_where_every_image_fails_exits_non_zero_and_says_so(model_dir, tmp
 def test_any_error_while_decoding_running_or_writing_one_image_costs_only_that_image(model_dir, tmp_path, monkeypatch):
     """Whatever a decoder, the network or the writer raises for one image (not only the errors
     foreseen), that image is reported and skipped; the others are written."""
-    import pipelines.apply as apply_module
+    import pipelines.use.apply as apply_module
 
     src = tmp_path / "in"
     src.mkdir()
@@ -234,7 +234,7 @@ def test_any_error_while_decoding_running_or_writing_one_image_costs_only_that_i
     def disk_full_for_b(dst, data):
         if dst.name != "b.png":
             return write(dst, data)
-        from pipelines.fsutil import atomic_open
+        from pipelines.common.fsutil import atomic_open
 
         with atomic_open(dst) as fh:  # half written, then the disk is full
             fh.write(data[: len(data) // 2])

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.sheets import GAP, LABEL_HEIGHT
+from pipelines.use.sheets import GAP, LABEL_HEIGHT
 from training.imresize import imresize_uint8
 
 pytestmark = pytest.mark.integration

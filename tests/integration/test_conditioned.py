@@ -130,7 +130,7 @@ def test_compare_gives_a_conditioned_model_each_jpegs_quality(tmp_path, jpegs):
 
 @pytest.fixture()
 def pyfunc(tmp_path):
-    from pipelines.serving import PerceptModel
+    from pipelines.use.serving import PerceptModel
 
     folder = save_model(tmp_path / "models" / "jpeg", "jpeg", JPEG_SPEC)
     settings = tmp_path / "settings.json"

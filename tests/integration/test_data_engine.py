@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.params import parse_config
-from pipelines.ingest import ingest_flow
-from pipelines.paths import Paths
-from pipelines.shard import shard_flow
+from pipelines.common.params import parse_config
+from pipelines.stages.ingest import ingest_flow
+from pipelines.common.paths import Paths
+from pipelines.stages.shard import shard_flow
 from tests.shared_data import DATASETS
 
 pytestmark = pytest.mark.integration
@@ -65,7 +65,7 @@ def reference(raw, tmp_path_factory, prefect_harness) -> dict[str, bytes]:
 def test_a_local_ray_gives_the_same_bytes_as_one_process(raw, reference, tmp_path, prefect_harness):
     import ray
 
-    from pipelines.engine import init_ray
+    from pipelines.services.engine import init_ray
 
     if ray.is_initialized():
         ray.shutdown()
@@ -81,7 +81,7 @@ def test_a_local_ray_gives_the_same_bytes_as_one_process(raw, reference, tmp_pat
 def test_a_flow_own_local_ray_is_stopped_and_its_temp_folder_removed(raw):
     import ray
 
-    from pipelines.engine import data_engine
+    from pipelines.services.engine import data_engine
 
     if ray.is_initialized():
         ray.shutdown()
@@ -97,7 +97,7 @@ def test_a_flow_own_local_ray_is_stopped_and_its_temp_folder_removed(raw):
 def test_a_two_node_cluster_gives_the_same_bytes(raw, reference, tmp_path, ray_cluster, prefect_harness):
     import ray
 
-    from pipelines.engine import ray_map
+    from pipelines.services.engine import ray_map
 
     def where(_):
         return ray.get_runtime_context().get_node_id()

@@ -1,5 +1,5 @@
 """`dvc metrics show` of every default task fits a terminal: each metrics file holds the gate's
-metric and, per evaluation set, the model's value, the baseline's and the gain (pipelines.evaluate)."""
+metric and, per evaluation set, the model's value, the baseline's and the gain (pipelines.stages.evaluate)."""
 
 import json
 import subprocess
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.evaluate import dvc_metrics
+from pipelines.stages.evaluate import dvc_metrics
 from training.quality import METRICS
 
 pytestmark = pytest.mark.integration

@@ -24,22 +24,22 @@ pytestmark = pytest.mark.integration
 # stage -> (a setting it reads, left to its default: the copy's params.yaml drops it; where the
 # default lives and an edit of it), then a module its command imports besides its own.
 EDITS = {
-    "acquire": (("s3.prefix", "pipelines/schema.py", 'prefix: str = Field("percept"', 'prefix: str = Field("percept2"'),
-                "pipelines/fsutil.py"),
-    "ingest": (("ingest.min_val_side", "pipelines/schema.py", "min_val_side: int = Field(64", "min_val_side: int = Field(65"),
-               "pipelines/validate.py"),
-    "shard": (("shard.encoding", "pipelines/schema.py", 'encoding: Literal["raw", "png"] = Field("raw"',
+    "acquire": (("s3.prefix", "pipelines/common/schema.py", 'prefix: str = Field("percept"', 'prefix: str = Field("percept2"'),
+                "pipelines/common/fsutil.py"),
+    "ingest": (("ingest.min_val_side", "pipelines/common/schema.py", "min_val_side: int = Field(64", "min_val_side: int = Field(65"),
+               "pipelines/data/validate.py"),
+    "shard": (("shard.encoding", "pipelines/common/schema.py", 'encoding: Literal["raw", "png"] = Field("raw"',
                'encoding: Literal["raw", "png"] = Field("png"'), "training/pairs.py"),
-    "train": (("train.bf16", "pipelines/schema.py", 'bf16: bool = Field(True, description="bf16 autocast where',
-               'bf16: bool = Field(False, description="bf16 autocast where'), "pipelines/pretrained.py"),
-    "evaluate": (("evaluate.sheet_crop", "pipelines/schema.py", "sheet_crop: int = Field(192", "sheet_crop: int = Field(190"),
-                 "pipelines/pretrained.py"),
-    "register": (("mlflow.experiment", "pipelines/schema.py", 'experiment: str = "percept"', 'experiment: str = "percept2"'),
-                 "pipelines/descriptions.py"),
+    "train": (("train.bf16", "pipelines/common/schema.py", 'bf16: bool = Field(True, description="bf16 autocast where',
+               'bf16: bool = Field(False, description="bf16 autocast where'), "pipelines/use/pretrained.py"),
+    "evaluate": (("evaluate.sheet_crop", "pipelines/common/schema.py", "sheet_crop: int = Field(192", "sheet_crop: int = Field(190"),
+                 "pipelines/use/pretrained.py"),
+    "register": (("mlflow.experiment", "pipelines/common/schema.py", 'experiment: str = "percept"', 'experiment: str = "percept2"'),
+                 "pipelines/services/descriptions.py"),
     "promote": (("promote.sr_x4.no_harm", "training/options.py", "no_harm: bool = Field(True", "no_harm: bool = Field(False"),
-                "pipelines/evaluate.py"),
-    "compare": (("compare.RealSRSet.crop", "pipelines/schema.py", "crop: int = Field(160", "crop: int = Field(150"),
-                "pipelines/sheets.py"),
+                "pipelines/use/scoring.py"),
+    "compare": (("compare.RealSRSet.crop", "pipelines/common/schema.py", "crop: int = Field(160", "crop: int = Field(150"),
+                "pipelines/use/sheets.py"),
 }
 
 

@@ -135,7 +135,7 @@ def test_a_set_where_no_image_can_be_read_fails_with_one_line(params_file, tmp_p
 def test_any_decoder_error_or_a_too_small_image_skips_only_that_image(make_config, tmp_path, monkeypatch):
     """Not only the errors the decoder foresees: whatever it raises for one file, and an image too
     small for the task's scale, leave that file out with the reason."""
-    import pipelines.evaluate as evaluate
+    import pipelines.use.scoring as evaluate
 
     write_mixed_folder(tmp_path / "mixed")
     (tmp_path / "mixed" / "qoi.png").write_bytes(QOI_HEADER)

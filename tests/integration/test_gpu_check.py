@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.paths import Paths
+from pipelines.common.paths import Paths
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

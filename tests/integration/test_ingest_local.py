@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.params import parse_config
+from pipelines.common.params import parse_config
 from training.images import decode_png
-from pipelines.ingest import NothingUsable, ingest_flow, read_manifest
-from pipelines.paths import Paths
+from pipelines.stages.ingest import NothingUsable, ingest_flow
+from pipelines.data.manifest import read_manifest
+from pipelines.common.paths import Paths
 
 pytestmark = pytest.mark.integration
 PATCH = 32

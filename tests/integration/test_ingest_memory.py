@@ -31,8 +31,8 @@ CHILD = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     sys.path.insert(0, {root!r})
-    from pipelines.params import parse_config
-    from pipelines.ingest import decode_all, list_all
+    from pipelines.common.params import parse_config
+    from pipelines.stages.ingest import decode_all, list_all
 
     def status(field):
         for line in open("/proc/self/status"):

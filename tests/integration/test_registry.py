@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
-from pipelines.params import parse_config
-from pipelines.paths import Paths
+from pipelines.common.params import parse_config
+from pipelines.common.paths import Paths
 from tests.shared_data import DATASETS, WEIGHTS
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,7 @@ def spoiled(net, scale: float):
 
 def install_model(root: Path, cfg, net, tag: str) -> None:
     """models/<task>/ as the train stage leaves it, with a real MLflow training run."""
-    from pipelines import tracking
+    from pipelines.services import tracking
 
     client = tracking.client(cfg.mlflow, root)
     exp = tracking.experiment_id(client, cfg, root)
@@ -117,9 +117,9 @@ def latest_artifact(key: str) -> str:
 def test_register_and_promote_lifecycle(project, prefect_harness):
     from mlflow.tracking import MlflowClient
 
-    from pipelines import evaluate
-    from pipelines.promote import promote_flow
-    from pipelines.registry import register
+    from pipelines.stages import evaluate
+    from pipelines.stages.promote import promote_flow
+    from pipelines.stages.register import register
 
     root, params = project
     cfg, paths = parse_config(params), Paths(root)
@@ -169,7 +169,7 @@ def test_register_and_promote_lifecycle(project, prefect_harness):
     # The evaluate stage had just scored these weights: its reports are reused, not recomputed;
     # other settings (here the seed of the noisy inputs) or other weights would not match them.
     assert record["challenger_figures"] == "evaluate stage"
-    from pipelines.promote import stage_reports
+    from pipelines.stages.promote import stage_reports
 
     weights = version.tags["percept.weights_sha256"]
     assert stage_reports(TASK, cfg, paths, weights) is not None

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import s3 as s3lib
-from pipelines.ingest import decode_all, ingest_flow, list_all
-from pipelines.paths import Paths
+from pipelines.services import s3 as s3lib
+from pipelines.stages.ingest import decode_all, ingest_flow, list_all
+from pipelines.common.paths import Paths
 from tests.shared_data import DATASETS
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.retrain import RUN_LIMIT
+from pipelines.services.retrain import RUN_LIMIT
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

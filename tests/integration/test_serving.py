@@ -29,8 +29,8 @@ import torch
 import yaml
 from PIL import Image
 
-from pipelines.params import parse_config
-from pipelines.paths import Paths
+from pipelines.common.params import parse_config
+from pipelines.common.paths import Paths
 from tests.shared_data import DATASETS
 
 pytestmark = [pytest.mark.integration, pytest.mark.serving]
@@ -62,8 +62,8 @@ def project(tmp_path_factory) -> Path:
     """A project folder with a tiny sr_x4 registered and made @champion, as `make run` leaves it."""
     from mlflow.tracking import MlflowClient
 
-    from pipelines import tracking
-    from pipelines.registry import register
+    from pipelines.services import tracking
+    from pipelines.stages.register import register
     from training.models import build_transform_net
 
     root = tmp_path_factory.mktemp("serve-project")

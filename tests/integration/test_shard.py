@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.params import parse_config
-from pipelines.fsutil import sha256_file
-from pipelines.ingest import ingest_flow
-from pipelines.paths import Paths
-from pipelines.shard import shard_flow
+from pipelines.common.params import parse_config
+from pipelines.common.fsutil import sha256_file
+from pipelines.stages.ingest import ingest_flow
+from pipelines.common.paths import Paths
+from pipelines.stages.shard import shard_flow
 from training.imresize import imresize_uint8
 from training.shards import pair_dataset, shard_urls
 from tests.shared_data import DATASETS
@@ -130,7 +130,7 @@ def test_same_size_task_pairs(ingested):
 
 
 def test_interrupted_run_keeps_the_old_shards_and_leaves_no_partial_file(ingested, monkeypatch):
-    import pipelines.shard as shard_mod
+    import pipelines.stages.shard as shard_mod
 
     paths = Paths(ingested)
     shard_flow("sr_x4", make_cfg(ingested), paths)

@@ -43,7 +43,7 @@ def new_project(base: Path, sr_project: Path) -> Path:
 
 
 def config(params: dict[str, Any]):
-    from pipelines.params import parse_config
+    from pipelines.common.params import parse_config
 
     return parse_config(params, source="test params")
 
@@ -127,8 +127,8 @@ def assert_one_finished_run(params: dict[str, Any], run_id: str | None = None) -
 
 
 def test_two_workers_train_log_once_and_write_the_model(tmp_path, sr_project, ray_cluster, train_params):
-    from pipelines.paths import Paths
-    from pipelines.train import train
+    from pipelines.common.paths import Paths
+    from pipelines.stages.train import train
 
     steps, log_every = 40, 2
     project = new_project(tmp_path, sr_project)
@@ -146,7 +146,7 @@ def test_two_workers_train_log_once_and_write_the_model(tmp_path, sr_project, ra
 
     # optim.ema_decay: the saved weights are the average of the DDP model's (loadable as a model),
     # and the final checkpoint keeps the last step's beside it for a resumed run.
-    from pipelines.train import STATE_FILE
+    from pipelines.stages.train import STATE_FILE
     from training.inference import model_from_state
 
     checkpoints = [torch.load(f, map_location="cpu", weights_only=True) for f in (project / "smoke" / "runs").rglob(STATE_FILE)]
@@ -207,8 +207,8 @@ def gradient_free(state: dict[str, Any]) -> set[str]:
 
 
 def test_two_nodes_and_ddp_equals_one_worker_with_the_whole_batch(tmp_path, sr_project, ray_cluster, train_params):
-    from pipelines.paths import Paths
-    from pipelines.train import train
+    from pipelines.common.paths import Paths
+    from pipelines.stages.train import train
     from training.inference import model_from_state
 
     # 10 steps at lr 1e-4, 4 samples per step; see below for why few, small steps.
@@ -275,8 +275,8 @@ def test_two_nodes_and_ddp_equals_one_worker_with_the_whole_batch(tmp_path, sr_p
 def test_killed_worker_recovers_from_the_last_checkpoint(tmp_path, sr_project, ray_cluster, train_params, capfd):
     import psutil
 
-    from pipelines.paths import Paths
-    from pipelines.train import train
+    from pipelines.common.paths import Paths
+    from pipelines.stages.train import train
 
     steps, every, log_every = 60, 10, 5
     project = new_project(tmp_path, sr_project)
@@ -393,7 +393,7 @@ def test_interrupted_cli_training_resumes_where_it_stopped(tmp_path, sr_project,
     assert mlflow_run.data.tags["percept.run_name"] == run["run_name"]
     assert sorted(steps_logged(params, run["mlflow_run_id"])) == list(range(5, steps + 1, 5))
     if gan:
-        from pipelines.train import STATE_FILE
+        from pipelines.stages.train import STATE_FILE
 
         # the discriminator's loss was logged before and after the restart, and the last checkpoint
         # holds the discriminator and its optimiser beside the network
@@ -409,8 +409,8 @@ def test_interrupted_cli_training_resumes_where_it_stopped(tmp_path, sr_project,
 
 
 def test_checkpoints_go_to_s3_and_the_model_comes_back(tmp_path, sr_project, ray_cluster, train_params, s3_env, bucket):
-    from pipelines.paths import Paths
-    from pipelines.train import train
+    from pipelines.common.paths import Paths
+    from pipelines.stages.train import train
 
     project = new_project(tmp_path, sr_project)
     params = train_params(

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.params import load_config, parse_config
-from pipelines.errors import ConfigError
+from pipelines.common.params import load_config, parse_config
+from pipelines.common.errors import ConfigError
 from training.degradations import BicubicDownscale, GaussianNoise
 from training.options import OptimConfig, TransformNetConfig
 from training.tasks import TASKS

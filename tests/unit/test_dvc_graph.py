@@ -14,19 +14,21 @@ import sys
 
 import pytest
 
-from tests.dvc_graph import CLI, ROOT, closure, code_deps, covered, imported_names, stage_commands, stage_deps, verb_closure, verbs
+from tests.dvc_graph import CLI, ROOT, closure, code_deps, covered, stage_commands, stage_deps, verb_closure, verbs
 
 pytestmark = pytest.mark.unit
 
 # Code a stage reads as files rather than imports: the registered pyfunc ships serving.py as its
-# model code and the whole training package beside it (pipelines/registry.py).
-READ_AS_FILES = {"register": {"pipelines/serving.py", "training"}}
+# model code and the whole training package beside it (pipelines/stages/register.py).
+READ_AS_FILES = {"register": {"pipelines/use/serving.py", "training"}}
 
 STAGES = stage_commands()
 
 
 def runs_code(path) -> bool:
-    return bool(path.read_text().strip())  # an empty __init__.py runs nothing
+    """False for a file that is at most a docstring (a room's __init__.py): nothing in it runs."""
+    body = ast.parse(path.read_text()).body
+    return not (len(body) <= 1 and all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body))
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
@@ -43,17 +45,17 @@ def test_a_stages_code_deps_are_exactly_what_its_command_imports(stage):
 def test_every_stage_depends_on_the_settings_schema_and_its_defaults():
     for stage in STAGES:
         deps = code_deps(stage_deps(stage))
-        for schema in ("pipelines/schema.py", "training/options.py", "training/tasks.py"):
+        for schema in ("pipelines/common/schema.py", "training/options.py", "training/tasks.py"):
             assert covered(ROOT / schema, deps), f"{stage} misses {schema}"
 
 
 def test_the_closure_follows_lazy_imports_and_leaves_out_the_other_verbs():
     train = {p.relative_to(ROOT).as_posix() for p in verb_closure("train")}
-    # pipelines/pretrained.py is only imported inside functions of train.py and evaluate.py
-    assert {"pipelines/train.py", "pipelines/pretrained.py", "training/models.py", "training/vgg.py"} <= train
-    assert not {"pipelines/evaluate.py", "pipelines/registry.py", "pipelines/apply.py"} & train
+    # pipelines/use/pretrained.py is only imported inside functions of train.py and evaluate.py
+    assert {"pipelines/stages/train.py", "pipelines/use/pretrained.py", "training/models.py", "training/vgg.py"} <= train
+    assert not {"pipelines/stages/evaluate.py", "pipelines/stages/register.py", "pipelines/use/apply.py"} & train
     tasks = {p.relative_to(ROOT).as_posix() for p in verb_closure("tasks")}
-    assert "pipelines/train.py" not in tasks and "training/models.py" not in tasks
+    assert "pipelines/stages/train.py" not in tasks and "training/models.py" not in tasks
 
 
 def test_every_verb_of_the_parser_has_its_function_in_the_table():
@@ -70,7 +72,7 @@ def test_every_verb_of_the_parser_has_its_function_in_the_table():
 def test_the_settings_load_without_torch():
     # The schema reads the compute's options (training/options.py), never a network module: every
     # `percept` process loads the settings, and torch alone takes seconds to import.
-    code = "import sys, pipelines.params; print(sorted(m for m in ('torch', 'albumentations', 'scipy') if m in sys.modules))"
+    code = "import sys, pipelines.common.params; print(sorted(m for m in ('torch', 'albumentations', 'scipy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-    assert not {p.name for p in closure({"pipelines.params"})} & {"models.py", "losses.py", "vgg.py", "inference.py"}
+    assert not {p.name for p in closure({"pipelines.common.params"})} & {"models.py", "losses.py", "vgg.py", "inference.py"}

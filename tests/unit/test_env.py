@@ -1,4 +1,4 @@
-"""pipelines.env.keep_freed_memory: large freed blocks are reused, not page-faulted in again."""
+"""pipelines.common.env.keep_freed_memory: large freed blocks are reused, not page-faulted in again."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.env import MALLOC_TUNABLES
+from pipelines.common.env import MALLOC_TUNABLES
 
 pytestmark = [pytest.mark.unit,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator only")]
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
 import os, resource, subprocess, sys, threading
 sys.path.insert(0, {root!r})
-from pipelines.env import keep_freed_memory
+from pipelines.common.env import keep_freed_memory
 if sys.argv[1] == "keep":
     keep_freed_memory()
 import torch

@@ -4,9 +4,8 @@ import logging
 
 import pytest
 
-from pipelines.errors import (PREFECT_RUN_LOGGERS, OneLineUserErrors, RetriesAsWarnings, UserError, one_line_user_errors,
-                             show_client_retries)
-from pipelines.ingest import NothingUsable
+from pipelines.common.errors import PREFECT_RUN_LOGGERS, OneLineUserErrors, RetriesAsWarnings, UserError, one_line_user_errors, show_client_retries
+from pipelines.stages.ingest import NothingUsable
 
 pytestmark = pytest.mark.unit
 
@@ -97,7 +96,7 @@ def test_a_request_that_prefects_client_retried_is_logged_as_a_warning(flaky_ser
 
     script = ("import logging, sys\n"
               "logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')\n"
-              "from pipelines.errors import show_client_retries\n"
+              "from pipelines.common.errors import show_client_retries\n"
               "show_client_retries()\n"
               "from prefect import flow\n"
               "from prefect.client.base import PrefectHttpxSyncClient\n"

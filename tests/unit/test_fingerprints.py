@@ -1,4 +1,4 @@
-"""The digests that decide resume, reuse and lineage (pipelines/fingerprints.py)."""
+"""The digests that decide resume, reuse and lineage (pipelines/common/fingerprints.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import fingerprints as fp
+from pipelines.common import fingerprints as fp
 from tests.conftest import config_from_params
 
 pytestmark = pytest.mark.unit

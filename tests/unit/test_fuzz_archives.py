@@ -1,4 +1,4 @@
-"""Fuzzing ``pipelines.acquire.unpack``: every archive is either unpacked inside the folder or refused
+"""Fuzzing ``pipelines.stages.acquire.unpack``: every archive is either unpacked inside the folder or refused
 with an AcquireError that names it; no other exception escapes, and a refusal leaves the folder as it was.
 
 Three properties, each over random archives (.zip, .tar, .tar.gz) built here:
@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pipelines.acquire import AcquireError, unpack
+from pipelines.stages.acquire import AcquireError, unpack
 
 pytestmark = pytest.mark.unit
 

@@ -354,7 +354,7 @@ def test_rayjob_trains_on_gpus_with_a_fixed_name_and_shuts_down():
 
 def test_gpu_worker_group_fits_the_profiles_ray_train_request(monkeypatch):
     """The profile the RayJob sets asks Ray Train for workers x (cpus, gpus); they must fit the pods."""
-    from pipelines.params import load_config
+    from pipelines.common.params import load_config
 
     job = load(K8S / "rayjob.yaml")["spec"]
     monkeypatch.setenv("PERCEPT_PROFILE", yaml.safe_load(job["runtimeEnvYAML"])["env_vars"]["PERCEPT_PROFILE"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.train import submit_when_ready
+from pipelines.stages.train import submit_when_ready
 
 NO_AGENT = "Request failed with status code 500: No available agent to submit job, please try again later.."
 

@@ -24,7 +24,7 @@ def test_no_source_names_an_absolute_path_of_one_machine():
 
 
 def test_the_shared_datasets_are_found_as_the_project_finds_them(monkeypatch, tmp_path):
-    from pipelines.paths import DATASETS_ENV, Paths
+    from pipelines.common.paths import DATASETS_ENV, Paths
 
     assert (DATASETS / "Set5" / "SHA256SUMS").is_file()
     monkeypatch.setenv(DATASETS_ENV, str(tmp_path))

@@ -1,11 +1,11 @@
-"""The page template `dvc plots show` renders into (pipelines/plots.py): vega inside, no CDN."""
+"""The page template `dvc plots show` renders into (pipelines/services/plots.py): vega inside, no CDN."""
 
 import os
 
 import pytest
 from dvc_render.html import HTML
 
-from pipelines.plots import page_template, write_plots_template
+from pipelines.services.plots import page_template, write_plots_template
 
 pytestmark = pytest.mark.unit
 

@@ -77,7 +77,7 @@ def test_the_style_gate_bounds_the_content_loss():
 
 
 def test_gate_metrics_must_be_reported_by_the_task(make_config):
-    from pipelines.errors import ConfigError
+    from pipelines.common.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"promote\.sr_x4: promote metric 'psnr' is not reported"):
         make_config({"promote": {"sr_x4": {"metric": "psnr"}}})

@@ -1,4 +1,4 @@
-"""pipelines.stack reads the services from infra/compose/compose.yaml: the commands it would run
+"""pipelines.services.stack reads the services from infra/compose/compose.yaml: the commands it would run
 are compose's, rewritten for one host, and params.yaml's `stack` profile matches its ports."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.stack import COMPOSE, Ports, Stack, StackError, interpolate, profile
+from pipelines.services.stack import COMPOSE, Ports, Stack, StackError, interpolate, profile
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]

@@ -59,7 +59,7 @@ def test_a_style_net_moves_away_from_its_input_and_lowers_the_style_loss():
 def test_the_vgg16_profile_gives_the_papers_style_layers(tmp_path, monkeypatch):
     """PERCEPT_PROFILE=vgg16: torchvision's VGG-16 file is acquired and checked, and the style loss
     takes Gram matrices at relu1_2, relu2_2, relu3_3, relu4_3 (a random file of its layout here)."""
-    from pipelines.params import load_config
+    from pipelines.common.params import load_config
     from tests.unit.test_vgg import VGG16_TO_CONV4_1, save_torchvision_prefix
 
     monkeypatch.setenv("PERCEPT_PROFILE", "vgg16")

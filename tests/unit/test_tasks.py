@@ -54,7 +54,7 @@ def test_registering_twice_is_refused():
 
 def test_a_new_task_is_one_entry(monkeypatch):
     # A new task needs only its registry entry; config validation and pairs pick it up.
-    from pipelines import params as config_mod
+    from pipelines.common import params as config_mod
     from training.pairs import train_pair
 
     monkeypatch.setitem(TASKS, "sr_x2", Task("sr_x2", "2x SR", deg.BicubicDownscale, {"scale": 2}))

@@ -1,0 +1,2 @@
+"""The data half's pieces that ingest and shard share with their Ray workers: the manifest, file
+validation, sample making."""
