@@ -2,9 +2,9 @@
 feature network and the inference engine take (``model:``, ``loss:``, ``optim:``, ``promote:``,
 ``feature_net:``, ``inference:`` in params.yaml).
 
-Pydantic only, no torch: the settings schema (pipelines/settings) and the task registry load them
-in a process that never builds a network, and the modules that do (models, losses, loop, quality,
-vgg, lpips, inference) take them from here.
+Pydantic only, no torch: the settings schema (pipelines/common/schema.py) and the task registry
+load them in a process that never builds a network, and the modules that do (models, losses,
+loop, quality, vgg, lpips, inference) take them from here.
 """
 
 from __future__ import annotations

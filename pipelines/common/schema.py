@@ -1,12 +1,12 @@
 """The settings schema: every section of params.yaml as a typed, frozen model, with its defaults
-and what each field means (the configuration reference is generated from these descriptions).
+and, in its description, what a field means.
 
 ``pipelines.common.params`` reads params.yaml into ``Config``; the compute's own options (``model:``,
 ``loss:``, ``optim:`` ...) come from ``training.options``. No torch here: loading settings must
 stay cheap for the commands that never build a network.
 
 A default changed here changes what every stage runs with, so every stage of dvc.yaml depends
-on this file (tests/integration/test_dvc_graph.py).
+on this file (tests/unit/test_dvc_graph.py, tests/integration/test_dvc_status.py).
 """
 
 from __future__ import annotations
