@@ -20,7 +20,6 @@ import copy
 import functools
 import http.server
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ from botocore.config import Config as BotoConfig
 
 from pipelines.common.params import parse_config
 from pipelines.common.schema import Config
+from pipelines.services.stack import free_port
 from tests import workers
 
 workers.share_the_cores()
@@ -47,11 +47,6 @@ PARAMS = REPO / "params.yaml"
 S3_START_TIMEOUT = 30.0
 LOOPBACK = "127.0.0.1,localhost"
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def find_rclone() -> str | None:

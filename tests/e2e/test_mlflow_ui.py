@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.services.stack import Process, wait_for_url
+from pipelines.services.stack import Process, free_port, wait_for_url
 from tests.e2e.browser import chromium
 from tests.e2e.project_copy import ROOT
 
@@ -39,11 +38,6 @@ localStorage.setItem('mlflow.workflowType_v1', JSON.stringify('machine_learning'
 FAILURES = ROOT / "test-artifacts" / "mlflow-ui"
 TASK = "sr_x4"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def check(result: subprocess.CompletedProcess) -> str:

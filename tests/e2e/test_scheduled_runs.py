@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.services.stack import Process, wait_for_url
+from pipelines.services.stack import Process, free_port, wait_for_url
 from tests.e2e.project_copy import ROOT, copy_project, tiny_datasets
 from tests.shared_data import DATASETS, WEIGHTS
 
@@ -31,11 +30,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.scheduled]
 BIN = Path(sys.executable).parent
 DEPLOYMENT = "retrain/percept-weekly"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

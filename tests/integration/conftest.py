@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +24,8 @@ from typing import Any
 import pytest
 
 from pipelines.common.params import deep_merge
+from pipelines.services.stack import free_port
 from tests.shared_data import DATASETS, WEIGHTS
-
 
 VGG_WEIGHTS = WEIGHTS / "vgg_normalised_conv3_1.pth"
 TRAIN_IMAGES = ["t1", "t2", "t3", "t5", "t6", "tt1"]
@@ -83,8 +82,8 @@ def train_params_fixture():
 @pytest.fixture(scope="module")
 def sr_project(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> Path:
     from pipelines.common.params import parse_config
-    from pipelines.stages.ingest import ingest_flow
     from pipelines.common.paths import Paths
+    from pipelines.stages.ingest import ingest_flow
     from pipelines.stages.shard import shard_flow
 
     root = tmp_path_factory.mktemp("train-project")
@@ -102,11 +101,6 @@ def sr_project(tmp_path_factory: pytest.TempPathFactory, prefect_harness) -> Pat
     MlflowClient(tracking_uri=f"sqlite:///{root / MLFLOW_DB}").search_experiments()  # creates the tables
     return root
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class RayCluster:

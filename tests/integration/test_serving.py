@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from PIL import Image
 
 from pipelines.common.params import parse_config
 from pipelines.common.paths import Paths
+from pipelines.services.stack import free_port
 from tests.shared_data import DATASETS
 
 pytestmark = [pytest.mark.integration, pytest.mark.serving]
@@ -100,9 +100,7 @@ def project(tmp_path_factory) -> Path:
 def server(project, tmp_path_factory):
     """The README's serve block, in bash, on a free port; yields (base URL, port); stopped after."""
     start, _ = readme_serve_blocks()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
+    port = str(free_port())
     log = tmp_path_factory.mktemp("serve-log") / "serve.log"
     with open(log, "wb") as sink:
         proc = subprocess.Popen(["bash", "-c", start.replace(README_PORT, port)], cwd=project, env=new_terminal_env(),

@@ -3,12 +3,13 @@ are compose's, rewritten for one host, and params.yaml's `stack` profile matches
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pipelines.services.stack import COMPOSE, Ports, Stack, StackError, interpolate, profile
+from pipelines.services.stack import COMPOSE, SERVER_PORTS, Ports, Stack, StackError, free_ports, interpolate, profile
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,3 +64,23 @@ def test_secrets_are_generated_once_per_folder(tmp_path):
     other = Stack(tmp_path / "t", project=tmp_path).values
     assert first["POSTGRES_PASSWORD"] == again["POSTGRES_PASSWORD"] != other["POSTGRES_PASSWORD"]
     assert oct((tmp_path / "s" / "secrets.env").stat().st_mode & 0o777) == "0o600"
+
+
+def test_free_ports_are_distinct_bindable_and_never_handed_out_by_the_kernel():
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    assert SERVER_PORTS.stop <= low or SERVER_PORTS.start > high  # bind(0) and Ray's raylets draw from [low, high]
+    assert SERVER_PORTS.start >= 20000  # above Ray's worker ports (10002-19999)
+    ports = free_ports(len(Ports.__dataclass_fields__))
+    assert len(set(ports)) == len(ports) and all(p in SERVER_PORTS for p in ports)
+    with socket.socket() as taken:  # a port in use is never offered
+        taken.bind(("127.0.0.1", ports[0]))
+        taken.listen()
+        again = free_ports(200)
+        assert ports[0] not in again
+    socks = [socket.socket() for _ in ports[1:]]
+    try:
+        for sock, port in zip(socks, ports[1:]):
+            sock.bind(("127.0.0.1", port))
+    finally:
+        for sock in socks:
+            sock.close()
