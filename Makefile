@@ -45,7 +45,7 @@ test-unit: install
 stack: install system   ## infra/compose's services as processes on 127.0.0.1, until Ctrl-C (PERCEPT_PROFILE=stack uses them)
 	$(BIN)/python -m pipelines.services.stack up
 
-bench: install          ## data, scale, training, allocator and inference benchmarks (figures in the README)
+bench: install          ## data, scale, training, allocator and inference benchmarks (figures in docs/benchmarks.md)
 	$(BIN)/python benchmarks/data.py
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/train.py

@@ -7,7 +7,7 @@ metrics, loss curve and comparison sheet. Then `@champion` is moved to the other
 the alias editor, and `percept promote` must compare against the version chosen there.
 
 Every page is saved as a screenshot; on a failure they and the page at that moment are kept in
-test-artifacts/mlflow-ui/. `PERCEPT_UI_SCREENSHOTS=docs/ui` also copies them there (the README's).
+test-artifacts/mlflow-ui/. `PERCEPT_UI_SCREENSHOTS=docs/ui` also copies them there (docs/operations.md shows them).
 """
 
 from __future__ import annotations
