@@ -72,8 +72,8 @@ class BicubicDownscale(Degradation):
     """
 
     kind: ClassVar[str] = "bicubic_downscale"
-    scale: int = Field(4, ge=1, le=16)
-    blur_sigma: float | None = Field(None, gt=0)
+    scale: int = Field(4, ge=1, le=16, description="the input is the target downscaled by this (MATLAB-compatible bicubic)")
+    blur_sigma: float | None = Field(None, gt=0, description="a Gaussian blur before the downscale; null = none")
 
     @property
     def input_scale(self) -> int:
@@ -128,7 +128,7 @@ class LevelledDegradation(Degradation):
     # learns to leave them alone, where it would otherwise smooth a nearly clean photo. Code 0 is
     # "clean" (sigma 0, or no JPEG at all).
     clean_prob: float = Field(0.0, ge=0, lt=1)
-    condition: bool = False
+    condition: bool = Field(False, description="give the model its input's level as a fourth input channel")
     _code_scale: float | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -214,7 +214,7 @@ class GaussianNoise(LevelledDegradation):
 
     kind: ClassVar[str] = "gaussian_noise"
     level_key: ClassVar[str] = "sigma"
-    sigma: Level(ge=0, le=255) = 25.0
+    sigma: Level(ge=0, le=255) = Field(25.0, description="noise sigma in 8-bit levels: a number, or [low, high] drawn per sample")
 
     def transforms(self) -> list[A.BasicTransform]:
         import albumentations as A
@@ -229,7 +229,7 @@ class GaussianBlur(LevelledDegradation):
 
     kind: ClassVar[str] = "gaussian_blur"
     level_key: ClassVar[str] = "sigma"
-    sigma: Level(gt=0, le=20) = 2.0
+    sigma: Level(gt=0, le=20) = Field(2.0, description="blur sigma in pixels: a number, or [low, high] drawn per sample")
 
     def transforms(self) -> list[A.BasicTransform]:
         import albumentations as A
@@ -243,7 +243,7 @@ class JpegCompression(LevelledDegradation):
 
     kind: ClassVar[str] = "jpeg"
     level_key: ClassVar[str] = "quality"
-    quality: Level(int, ge=1, le=100) = 10
+    quality: Level(int, ge=1, le=100) = Field(10, description="JPEG quality: a number, or [low, high] drawn per sample")
     def draw_level(self, seed: int) -> float:
         low, high = self.levels
         return int(np.random.default_rng(seed).integers(int(low), int(high) + 1))
@@ -270,7 +270,7 @@ class Grayscale(Degradation):
     """Gray input for colorization: ITU-R BT.601 luma, as one channel or three equal channels."""
 
     kind: ClassVar[str] = "grayscale"
-    channels: Literal[1, 3] = 3
+    channels: Literal[1, 3] = Field(3, description="the gray input as 1 channel or repeated over 3")
 
     @property
     def input_channels(self) -> int:

@@ -15,7 +15,7 @@ same family, chosen by the output/input ``scale``:
 sub-pixel tail (ESPCN, Shi et al. 2016) and a global skip, so the net learns a correction of its
 baseline. Optionally the body runs on a pixel-unshuffled input (FFDNet, Zhang et al. 2018): at 1/2
 or 1/4 resolution with 4x or 16x the channels, which widens the receptive field and cuts the cost
-per pixel. What restoration and SR need (measured in the README); the paper's down/up shape with
+per pixel. What restoration and SR need (measured in docs/networks.md); the paper's down/up shape with
 instance norm is what style transfer needs.
 
 Images are float tensors in [0, 1], NCHW. ``forward`` never clamps (clamping kills gradients where

@@ -29,7 +29,7 @@ class TransformNetConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    arch: Literal["johnson"] = "johnson"
+    arch: Literal["johnson"] = Field("johnson", description="the paper's networks: its style net, or its SR net for a scale")
     # Style net widths are channels, 2*channels, 4*channels: 32/64/128 in the paper (suppl. Table 1).
     channels: int = Field(32, ge=1, le=1024)
     # SR net width: 64 in the paper (suppl. Table 2).
@@ -43,11 +43,11 @@ class TransformNetConfig(BaseModel):
     # 3x3 conv, free of checkerboard artefacts (Odena et al. 2016). "pixel_shuffle": 3x3 conv to
     # 4x the channels then a sub-pixel shuffle (Shi et al. 2016).
     upsample: Literal["deconv", "resize_conv", "pixel_shuffle"] = "resize_conv"
-    global_skip: bool = False
+    global_skip: bool = Field(False, description="add the input (or its bicubic upscale) to the output")
     # Colorization may feed a single gray channel, a conditioned task RGB and its level channel
     # (training.degradations.with_level); the output is always RGB.
-    in_channels: Literal[1, 3, 4] = 3
-    out_channels: Literal[3] = 3
+    in_channels: Literal[1, 3, 4] = Field(3, description="set by the task: 1 for a gray input, 4 with a level channel")
+    out_channels: Literal[3] = Field(3, description="RGB out")
 
 
 class ResNetConfig(BaseModel):
@@ -55,18 +55,19 @@ class ResNetConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    arch: Literal["resnet"] = "resnet"
-    channels: int = Field(64, ge=1, le=1024)
-    residual_blocks: int = Field(4, ge=0, le=64)
+    arch: Literal["resnet"] = Field("resnet", description="a residual body without normalisation (EDSR) at the input's "
+                                    "resolution, starting from its baseline")
+    channels: int = Field(64, ge=1, le=1024, description="feature channels of the body")
+    residual_blocks: int = Field(4, ge=0, le=64, description="residual blocks of two 3x3 convs each")
     # The body runs at 1/unshuffle of the input resolution, on unshuffle**2 times the channels.
     unshuffle: Literal[1, 2, 4, 8] = 1
     # "rgb": the baseline (the input, or its bicubic upscale for SR) plus a learned RGB residual.
     # "chroma": the input's luma with learned Cb and Cr (colorization: the gray input is kept
     # exactly), predicted at the body's resolution and upsampled bilinearly: chroma varies slowly
-    # in photos, and per-pixel chroma noise costs far more SSIM than blur does (README).
+    # in photos, and per-pixel chroma noise costs far more SSIM than blur does (docs/networks.md).
     predict: Literal["rgb", "chroma"] = "rgb"
-    in_channels: Literal[1, 3, 4] = 3
-    out_channels: Literal[3] = 3
+    in_channels: Literal[1, 3, 4] = Field(3, description="set by the task: 1 for a gray input, 4 with a level channel")
+    out_channels: Literal[3] = Field(3, description="RGB out")
     # A blind restorer has to tell a quality-90 JPEG from a quality-10 one; its receptive field
     # sees a few blocks. With this the body's features are scaled and shifted per channel by a
     # function of their mean over the whole image (FiLM), so the net can judge the level from
@@ -89,10 +90,11 @@ class ColorNetConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    arch: Literal["colornet"] = "colornet"
-    channels: int = Field(96, ge=1, le=1024)
-    residual_blocks: int = Field(4, ge=0, le=64)
-    downsample: Literal[1, 2, 4] = 2
+    arch: Literal["colornet"] = Field("colornet", description="colorization: a frozen feature-network encoder and a "
+                                      "residual chroma decoder")
+    channels: int = Field(96, ge=1, le=1024, description="feature channels of the decoder")
+    residual_blocks: int = Field(4, ge=0, le=64, description="residual blocks of the decoder")
+    downsample: Literal[1, 2, 4] = Field(2, description="the gray input is shrunk by this before the encoder")
     # The feature network's layout (feature_net.kind once resolved); its weights are copied in
     # from feature_net.weights before training and saved with the model.
     encoder: Literal["vgg19_normalised", "torchvision_vgg16", "torchvision_vgg19"] = "vgg19_normalised"
@@ -109,16 +111,17 @@ class ColorNetConfig(BaseModel):
     # luma as guide: colour edges follow the luma's edges instead of bilinear ramps over the
     # decoder's 1/8 grid; ``guide_eps`` is its edge threshold (luma variance). 0: off.
     chroma_guide: int = Field(0, ge=0, le=32)
-    guide_eps: float = Field(1e-3, gt=0)
+    guide_eps: float = Field(1e-3, gt=0, description="the guided filter's regulariser: larger smooths more")
     # Predict chroma as a distribution over a chroma_bins x chroma_bins grid of (Cb, Cr) cells
     # instead of regressing it (Zhang et al. 2016), trained by the loss's ``chroma_bin_weight``
     # (cross-entropy); a regression averages an uncertain colour toward sepia, a distribution
     # keeps its modes. Decoded as the annealed mean at ``temperature`` (1: the plain mean; lower:
     # toward the mode, more colour). 0: regress Cb and Cr.
     chroma_bins: int = Field(0, ge=0, le=64)
-    temperature: float = Field(1.0, gt=0)
-    in_channels: Literal[1, 3] = 3
-    out_channels: Literal[3] = 3
+    temperature: float = Field(1.0, gt=0, description="the bins' distribution is decoded at this temperature "
+                               "(below 1: more saturated)")
+    in_channels: Literal[1, 3] = Field(3, description="set by the task: 1 for a gray input")
+    out_channels: Literal[3] = Field(3, description="RGB out")
 
 
 def _arch_of(value: Any) -> str:
@@ -149,13 +152,13 @@ class OptimConfig(BaseModel):
     """How one task trains. ``batch_size`` is the global batch, split evenly over the workers."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    steps: int = Field(500, ge=1)
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(1e-3, gt=0, le=1)
-    lr_schedule: Literal["constant", "cosine"] = "cosine"
-    warmup_steps: int = Field(0, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float | None = Field(1.0, gt=0)
+    steps: int = Field(500, ge=1, description="optimiser steps: the training's length")
+    batch_size: int = Field(8, ge=1, description="samples per step, over all workers")
+    lr: float = Field(1e-3, gt=0, le=1, description="Adam's learning rate after the warm-up")
+    lr_schedule: Literal["constant", "cosine"] = Field("cosine", description="cosine: decays to 1 % of lr by the last step")
+    warmup_steps: int = Field(0, ge=0, description="steps of linear warm-up from 0 to lr")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW's decoupled weight decay")
+    grad_clip: float | None = Field(1.0, gt=0, description="the gradient's largest norm; null = no clipping")
     # An exponential moving average of the weights is saved in place of the last ones (BasicSR
     # and traiNNer-redux use 0.999 over 100k+ steps); 0 turns it off. See WeightAverage.
     ema_decay: float = Field(0.0, ge=0, lt=1)
@@ -172,7 +175,7 @@ class GanConfig(BaseModel):
     weight: float = Field(0.0, ge=0)
     # The discriminator's width (Real-ESRGAN: 64; half of it costs a quarter of the compute on a CPU).
     features: int = Field(32, ge=4, le=256)
-    lr: float = Field(1e-4, gt=0, le=1)
+    lr: float = Field(1e-4, gt=0, le=1, description="the discriminator's learning rate")
 
 
 LayerName = Annotated[str, StringConstraints(pattern=r"^relu\d+_\d+$")]
@@ -190,8 +193,8 @@ class LossConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    feature_weight: Weight = 1.0
-    feature_layer: LayerName = "relu2_2"
+    feature_weight: Weight = Field(1.0, description="the feature reconstruction loss (the paper's content loss)")
+    feature_layer: LayerName = Field("relu2_2", description="the feature network's layer it compares at")
     # The feature network sees output and target through a [1 2 1] binomial blur, which removes
     # the Nyquist frequency: VGG's max-pooling reads a one-pixel stripe pattern as texture (the
     # pooled maximum of +-e is +e), so an unblurred feature loss paints one (the grid of the
@@ -202,11 +205,12 @@ class LossConfig(BaseModel):
     # stripes, a harmonic too) without hiding detail from VGG (docs/blind-restoration.md). From the
     # end of pixel_only_steps, as the feature term: during them it stalls the net near bicubic.
     grid_weight: Weight = 0.0
-    style_weight: Weight = 0.0
-    style_layers: tuple[LayerName, ...] | None = None
-    tv_weight: Weight = 0.0
-    pixel_weight: Weight = 0.0
-    pixel: Literal["l1", "mse", "psnr"] = "l1"
+    style_weight: Weight = Field(0.0, description="the style loss: Gram matrices against the style image's")
+    style_layers: tuple[LayerName, ...] | None = Field(None, description="the layers of the style loss; null = every "
+                                                       "relu_1 layer the feature network has")
+    tv_weight: Weight = Field(0.0, description="total variation: smoothness of the output")
+    pixel_weight: Weight = Field(0.0, description="the pixel loss against the target")
+    pixel: Literal["l1", "mse", "psnr"] = Field("l1", description="the pixel loss: L1, MSE, or minus the per-image PSNR")
     # 1 - SSIM (RGB): what colorization is judged on beside PSNR; it punishes wrong or noisy
     # chroma in dark regions, where L1 barely sees it.
     ssim_weight: Weight = 0.0
@@ -215,7 +219,7 @@ class LossConfig(BaseModel):
     colourfulness_weight: Weight = 0.0
     # The same over the whole batch taken as one image: the spread of colour between patches of
     # different images, which no per-patch term sees and a whole image's colourfulness counts. On
-    # colorize it bought colour at 2.5x less SSIM per point than the per-patch term (README).
+    # colorize it bought colour at 2.5x less SSIM per point than the per-patch term (docs/networks.md).
     batch_colourfulness_weight: Weight = 0.0
     # The first steps train on pixel L1 alone (weight 1, no feature network run): a PSNR-led start
     # that the other terms then sharpen, as SRGAN and ESRGAN pretrain. 0: every term from step 0.
@@ -225,7 +229,8 @@ class LossConfig(BaseModel):
     # weighs a position by 1 / (r p + (1 - r) / bins²) of its colour's frequency p in the batch, so
     # rare, saturated colours count against the common desaturated ones (their r: 0.5).
     chroma_bin_weight: Weight = 0.0
-    chroma_bin_rebalance: float = Field(0.0, ge=0, le=1)
+    chroma_bin_rebalance: float = Field(0.0, ge=0, le=1, description="r: a position weighs 1 / (r p + (1 - r) / bins) "
+                                        "of its colour's frequency p in the batch; 0 = no rebalancing")
     # The adversarial term (training/adversarial.py: a spectral-norm U-Net discriminator, the
     # relativistic GAN loss), from the end of pixel_only_steps; off at gan.weight 0.
     gan: GanConfig = GanConfig()
@@ -310,9 +315,12 @@ class FeatureNetConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    weights: str = Field("data/weights/vgg_normalised_conv3_1.pth", min_length=1)
-    kind: Literal["auto", "vgg19_normalised", "torchvision_vgg16", "torchvision_vgg19", "random"] = "auto"
-    padding: Literal["auto", "reflect", "zeros"] = "auto"
+    weights: str = Field("data/weights/vgg_normalised_conv3_1.pth", min_length=1, description="the state dict file "
+                         "(acquire copies the default in; nothing is downloaded)")
+    kind: Literal["auto", "vgg19_normalised", "torchvision_vgg16", "torchvision_vgg19", "random"] = Field(
+        "auto", description="which network the file holds; auto = told by its keys and shapes")
+    padding: Literal["auto", "reflect", "zeros"] = Field("auto", description="conv padding; auto = the network's own "
+                                                         "(reflect for the normalised VGG-19)")
     seed: int = 0  # only for kind "random"
 
 
@@ -341,6 +349,6 @@ class InferenceConfig(BaseModel):
     overlap: int | None = Field(None, ge=0, description="tile overlap in input pixels, at least the network's "
                                 "receptive radius (null: that radius)")
     batch: int = Field(4, ge=1, le=1024, description="same-size images or tiles per forward pass")
-    channels_last: bool = False
+    channels_last: bool = Field(False, description="channels-last tensors: faster for SR on CPU, slower for the style net")
     compile: bool = Field(False, description="torch.compile the network (a warm-up compiles it once)")
     bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")

@@ -26,7 +26,7 @@ class StyleOptions(BaseModel):
     """Fast style transfer: one model per style image."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    style_image: str = Field("data/raw/styles/the-wave.jpg", min_length=1)
+    style_image: str = Field("data/raw/styles/the-wave.jpg", min_length=1, description="the style image (acquire copies the default styles in)")
     # The style image's longer side, in pixels, before its Gram matrices are taken (null: as it is).
     # It sets the size of the strokes and textures the model paints, relative to the content.
     style_size: int | None = Field(256, ge=16, le=8192)
@@ -109,7 +109,7 @@ def get_task(name: str) -> Task:
 
 
 # Restoration and SR: the resnet (residual blocks without norm, a sub-pixel tail, a global skip
-# from the input or its bicubic upscale) on pixel L1 alone. Measured on 2 CPU cores (README): it
+# from the input or its bicubic upscale) on pixel L1 alone. Measured on 2 CPU cores (docs/networks.md): it
 # gains 2-5x the dB of the paper's nets in the same minutes; the VGG term costs a third of a step
 # and lowers PSNR. Same-size tasks run their body at half resolution (unshuffle 2): x2 the steps
 # per second and twice the receptive field of the same net at full resolution.
@@ -176,8 +176,7 @@ register(Task("jpeg", "JPEG artefact removal, quality 10..95, read from the file
 # to select it: params.yaml's colorize block) fades an uncertain colour toward sepia and needed colourfulness terms
 # that add colour everywhere, right or wrong; the bin distribution keeps a confident colour's
 # saturation. On the default budget it moved the whole SSIM/colour frontier on Set14 by about
-# 0.002 SSIM, and trains 30 % faster per step (no SSIM, no colourfulness). README: "Networks,
-# losses and budgets".
+# 0.002 SSIM, and trains 30 % faster per step (no SSIM, no colourfulness): docs/networks.md.
 COLOR_MODEL = {"arch": "colornet", "channels": 96, "residual_blocks": 4, "downsample": 2, "chroma_gamut": True,
                "global_context": True, "chroma_guide": 4, "chroma_bins": 16}
 COLOR_LOSS = {**PIXEL_LOSS, "pixel_weight": 0.0, "chroma_bin_weight": 1.0, "chroma_bin_rebalance": 0.2}
@@ -188,7 +187,7 @@ register(Task("colorize", "colorization: gray in, colour out", deg.Grayscale, {"
 # loss at relu2_2, Gram style loss at every layer the feature net has. The weights balance the
 # two: at style_weight 1e5 (what the paper's loss scale suggests) the style term was 1e4 times the
 # content term and every output became the texture alone; at 0.5 the net learns the palette and
-# strokes in ~250 CPU steps and keeps faces, boats and text recognisable (README). The gate adds
+# strokes in ~250 CPU steps and keeps faces, boats and text recognisable (docs/results.md). The gate adds
 # a bound on the content loss, so a model that paints over its input is never promoted.
 STYLE_LOSS = {"feature_weight": 1.0, "feature_layer": "relu2_2", "style_weight": 0.5, "tv_weight": 0.0}
 STYLE_GATE = {"metric": "perceptual_total", "margin": 0.0, "limits": {"content_loss": 8.0}}

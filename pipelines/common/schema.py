@@ -65,13 +65,14 @@ Sha256 = Annotated[str, AfterValidator(_sha256_hex)]
 
 class RemoteFile(Strict):
     uri: str = Field(min_length=1, description="https://, http://, s3:// or a local path")
-    sha256: Sha256
+    sha256: Sha256 = Field(description="the file's expected sha256 (64 hex digits): a file that differs stops acquire")
 
 
 class Collection(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="the folder it is copied into: data/raw/<name>/")
     dataset: str | None = Field(None, description="a folder of the datasets directory, with SHA256SUMS")
-    files: list[RemoteFile] | None = None
+    files: list[RemoteFile] | None = Field(None, description="files to fetch, each with its sha256 (.zip, .tar, .tar.gz "
+                                                 "archives are unpacked after the check)")
 
     @model_validator(mode="after")
     def _one_source(self) -> Collection:
@@ -85,13 +86,17 @@ class Collection(Strict):
 class WeightsFile(Strict):
     """A pretrained file copied from the weights folder ($PERCEPT_WEIGHTS, else ../shared/weights)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    sha256: Sha256
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="the file name in the weights folder and in data/weights/")
+    sha256: Sha256 = Field(description="the file's expected sha256: a file that differs stops acquire")
 
 
 class AcquireConfig(Strict):
-    collections: list[Collection] = Field(min_length=1)
-    weights: list[WeightsFile] = []
+    """What acquire copies into data/: image collections and pretrained feature-network files."""
+
+    collections: list[Collection] = Field(min_length=1, description="image collections copied into data/raw/<name>/, each "
+                                          "checked file by file")
+    weights: list[WeightsFile] = Field([], description="feature-network files copied from $PERCEPT_WEIGHTS "
+                                        "(else ../shared/weights) into data/weights/")
 
     @field_validator("collections")
     @classmethod
@@ -105,14 +110,19 @@ class AcquireConfig(Strict):
 
 class Source(Strict):
     uri: str = Field(min_length=1, description="a folder, a glob, or s3://bucket/prefix")
-    split: Literal["train", "val"]
+    split: Literal["train", "val"] = Field(description="train: cut into patches; val: used whole (a picture in both "
+                                           "splits stays in val)")
 
 
 class IngestConfig(Strict):
-    sources: list[Source] = Field(min_length=1)
-    max_pixels: int = Field(40_000_000, gt=0)
-    min_val_side: int = Field(64, ge=1)
-    download_retries: int = Field(4, ge=0, le=20)
+    """What ingest reads and what it refuses: the sources, and limits checked before a file costs memory."""
+
+    sources: list[Source] = Field(min_length=1, description="what the manifest is made of: folders, globs or "
+                                  "s3://bucket/prefix, each tagged train or val")
+    max_pixels: int = Field(40_000_000, gt=0, description="largest image, in pixels (from the header, before decoding): "
+                            "a decompression-bomb guard")
+    min_val_side: int = Field(64, ge=1, description="smallest side of a val image (train images must hold the largest patch)")
+    download_retries: int = Field(4, ge=0, le=20, description="retries of a failed S3 or https read, with backoff")
     # What ingest reads at all. Files are refused before they are read (size), before they are
     # decoded (format, pixels, decode memory) and when their metadata is oversized.
     formats: list[str] = Field(["PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF"], min_length=1,
@@ -140,10 +150,11 @@ class S3Config(Strict):
     """Where S3 is, and (``bucket``) whether the pipeline keeps its artefacts there."""
 
     endpoint_url: str | None = Field(None, description="an S3-compatible store; None = AWS")
-    region: str | None = None
+    region: str | None = Field(None, description="the bucket's region; None = the AWS chain's")
     bucket: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
                                description="set: checkpoints, MLflow artifacts and the DVC remote go to s3://bucket/prefix/")
-    prefix: str = Field("percept", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+    prefix: str = Field("percept", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$",
+                        description="the folder in the bucket that holds every artefact")
 
     def uri(self, *parts: str) -> str | None:
         """``s3://bucket/prefix/<parts>``, or None without a bucket."""
@@ -151,8 +162,10 @@ class S3Config(Strict):
 
 
 class ShardConfig(Strict):
-    max_samples: int = Field(256, ge=1)
-    max_bytes: int = Field(64_000_000, ge=1_000_000)
+    """How samples are packed into WebDataset tar shards."""
+
+    max_samples: int = Field(256, ge=1, description="samples per shard, at most")
+    max_bytes: int = Field(64_000_000, ge=1_000_000, description="bytes per shard, at most")
     encoding: Literal["raw", "png"] = Field("raw", description="train samples: raw uint8 arrays (fast to read) "
                                             "or PNG (about half the size, slower to read)")
 
@@ -170,19 +183,21 @@ class TrainConfig(Strict):
     """How Ray Train runs: workers, resources, checkpoints, retries (the same for every task)."""
 
     tasks: list[str] = Field(default_factory=list, description="the tasks `dvc repro` trains (each must be under tasks:)")
-    workers: int = Field(1, ge=1, le=1024)
+    workers: int = Field(1, ge=1, le=1024, description="Ray Train workers (data-parallel); a batch splits evenly over them")
     cpus_per_worker: int = Field(2, ge=1, description="Ray CPUs per worker, also torch threads")
-    gpus_per_worker: float = Field(0, ge=0)
+    gpus_per_worker: float = Field(0, ge=0, description="GPUs per worker; 0 = train on CPUs")
     ray_address: str | None = Field(None, description="join this cluster (host:port) or submit a Ray job to it "
                                        "(http://dashboard:8265); else $RAY_ADDRESS; else start a local Ray")
     storage_path: str = Field("runs", description="checkpoints: a local folder or s3://bucket/prefix")
-    checkpoint_every: int = Field(100, ge=1)
-    keep_checkpoints: int = Field(2, ge=1)
+    checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints (a rerun resumes from the last)")
+    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept per run, the newest")
     max_failures: int = Field(2, ge=0, description="worker-group restarts from the last checkpoint")
-    log_every: int = Field(10, ge=1)
+    log_every: int = Field(10, ge=1, description="steps between logged losses (MLflow, the progress line, the plot)")
     loader_workers: int = Field(1, ge=0, description="DataLoader processes per training worker")
-    shuffle_buffer: int = Field(256, ge=1)
-    data_order: Literal["resampled", "sequential"] = "resampled"
+    shuffle_buffer: int = Field(256, ge=1, description="samples shuffled in memory as the shards stream")
+    data_order: Literal["resampled", "sequential"] = Field("resampled", description="resampled: each worker draws its "
+                                                          "own seeded sequence of shards (equal steps per rank); "
+                                                          "sequential: one pass in order")
     channels_last: bool = Field(True, description="channels-last tensors: faster convolutions on GPUs and on CPUs (oneDNN)")
     bf16: bool = Field(True, description="bf16 autocast where the hardware has it: CUDA, and CPUs with AVX512-BF16 or "
                        "AMX (2-3x faster steps on a Zen 4 core); elsewhere fp32")
@@ -191,7 +206,8 @@ class TrainConfig(Strict):
 class EvaluateConfig(Strict):
     """What the evaluate stage measures every trained model on: named folders of clean images."""
 
-    sets: dict[str, str] = Field(default_factory=lambda: {"Set5": "data/raw/Set5", "Set14": "data/raw/Set14"}, min_length=1)
+    sets: dict[str, str] = Field(default_factory=lambda: {"Set5": "data/raw/Set5", "Set14": "data/raw/Set14"}, min_length=1,
+                                 description="name -> a folder of clean images every model is scored on")
     tile: int | None = Field(None, ge=32, description="input pixels per tile side; null = whole images")
     overlap: int = Field(16, ge=0, description="tile overlap in input pixels")
     sheet_crop: int = Field(192, ge=16, description="side of the crops on the comparison sheet, in target pixels")
@@ -216,7 +232,7 @@ class RetrainConfig(Strict):
     """The scheduled retrain (``percept schedule``, prefect.yaml): when, and whether to push."""
 
     cron: str = Field("0 3 * * 1", description="five-field cron; default Mondays 03:00")
-    timezone: str = "UTC"
+    timezone: str = Field("UTC", description="the zone the cron is read in (an IANA name)")
     push: bool = Field(True, description="dvc push the data to the DVC remote after training")
 
     @field_validator("cron")
@@ -228,9 +244,11 @@ class RetrainConfig(Strict):
 
 
 class MlflowConfig(Strict):
-    tracking_uri: str = "sqlite:///mlflow.db"
+    """Where runs and the model registry live."""
+
+    tracking_uri: str = Field("sqlite:///mlflow.db", description="a database URI or a tracking server (http://...)")
     artifact_location: str | None = Field("mlartifacts", description="a folder, a URI, or None: the tracking server's default")
-    experiment: str = "percept"
+    experiment: str = Field("percept", description="the MLflow experiment every training run goes to")
 
 
 TASK_NAME = r"^[a-z][a-z0-9_]*$"  # also an MLflow model name, a DVC foreach key and a folder name
@@ -242,8 +260,8 @@ class TaskParams(Strict):
     (``style_wave: {task: style, options: {style_image: ...}}``)."""
 
     name: str = Field(pattern=TASK_NAME)
-    patch_size: int = Field(ge=8, le=2048)
-    patches_per_image: int = Field(ge=1, le=1000)
+    patch_size: int = Field(ge=8, le=2048, description="side of a training target patch, in pixels (a multiple of the scale)")
+    patches_per_image: int = Field(ge=1, le=1000, description="seeded random patches cut from each train image")
 
     @property
     def entry(self) -> Task:
@@ -333,7 +351,7 @@ def _validate_task_blocks(value: Any) -> Any:
 
 
 class Config(Strict):
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="seeds every draw: patches, degradations, initial weights, data order")
     acquire: AcquireConfig
     ingest: IngestConfig
     s3: S3Config = S3Config()

@@ -11,7 +11,7 @@ validate, an image to cut into samples). ``data_engine`` maps it in order:
 - ``local``: a plain ``map`` in this process; the reference the Ray path must equal byte for byte.
 
 Why Ray tasks, and not Ray Data or prefect-ray's ``RayTaskRunner``: all three were measured on
-this 2-core machine cutting sr_x4's 283 train images into samples (README, "The data half on
+this 2-core machine cutting sr_x4's 283 train images into samples (docs/operations.md, "The data half on
 Ray"): Ray tasks ran 70 images/s, Ray Data 38 (its streaming executor polls in this process,
 which also writes the shards, and converts every block to Arrow), RayTaskRunner 4.4 (a Prefect
 task run, with its API calls, per image). Prefect stays the orchestrator: the flow is a Prefect

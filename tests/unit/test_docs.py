@@ -16,7 +16,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from pipelines.common import reference
 from pipelines.common.errors import ConfigError
@@ -260,9 +260,18 @@ def test_every_network_has_its_table(page):
         assert not missing, f"arch {arch}: no row for {missing}"
 
 
-def test_a_field_without_description_takes_the_comment_above_it():
+class _Commented(BaseModel):
+    # Said above the field.
+    above: int = 1
+    beside: int = 2  # said beside it
+    described: int = Field(3, description="its own")  # not this
+    bare: int = 4
+
+
+def test_a_field_without_description_takes_the_comment_above_or_beside_it():
+    assert [reference.field_description(_Commented, n) for n in _Commented.model_fields] == [
+        "Said above the field.", "said beside it", "its own", None]
     assert reference.field_description(OptimConfig, "ema_decay").startswith("An exponential moving average")
-    assert reference.field_description(OptimConfig, "lr") is None
 
 
 def test_the_reference_loads_no_torch():
