@@ -34,7 +34,7 @@ EDITS = {
                'bf16: bool = Field(False, description="bf16 autocast where'), "pipelines/use/pretrained.py"),
     "evaluate": (("evaluate.sheet_crop", "pipelines/common/schema.py", "sheet_crop: int = Field(192", "sheet_crop: int = Field(190"),
                  "pipelines/use/pretrained.py"),
-    "register": (("mlflow.experiment", "pipelines/common/schema.py", 'experiment: str = "percept"', 'experiment: str = "percept2"'),
+    "register": (("mlflow.experiment", "pipelines/common/schema.py", 'experiment: str = Field("percept"', 'experiment: str = Field("percept2"'),
                  "pipelines/services/descriptions.py"),
     "promote": (("promote.sr_x4.no_harm", "training/options.py", "no_harm: bool = Field(True", "no_harm: bool = Field(False"),
                 "pipelines/use/scoring.py"),
