@@ -4,6 +4,7 @@ reruns only the task whose params changed, round-trips the shards through an S3 
 the loss curves in a browser with no network."""
 
 import io
+import json
 import shutil
 
 import numpy as np
@@ -65,6 +66,9 @@ def test_repro_runs_then_is_a_no_op_then_reruns_only_the_changed_task(project, r
     assert "Running stage" not in out and "up to date" in out
     assert {p: p.stat().st_mtime_ns for p in (repo / "data").rglob("*.tar")} == stamp
 
+    before = yaml.safe_load((repo / "metrics" / "denoise.json").read_text())
+    check(run("git", "add", "-A"))
+    check(run("git", "commit", "-qm", "first repro"))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["tasks"]["denoise"]["patches_per_image"] = 3
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -76,6 +80,12 @@ def test_repro_runs_then_is_a_no_op_then_reruns_only_the_changed_task(project, r
     index = yaml.safe_load((repo / "data" / "shards" / "denoise" / "index.json").read_text())
     assert index["splits"]["train"] == 4 * 3
     assert "changed" not in check(run("dvc", "status"))
+    # `dvc metrics diff` reads the commit's figures too: the metrics files are in DVC's cache
+    diff = run("dvc", "metrics", "diff", "HEAD", "--all", "--json")
+    assert "failed to load" not in check(diff), diff.stderr
+    changes = json.loads(diff.stdout)["metrics/denoise.json"]
+    assert changes["Set5.value"]["old"] == before["Set5"]["value"]
+    assert changes["Set5.value"]["new"] == yaml.safe_load((repo / "metrics" / "denoise.json").read_text())["Set5"]["value"]
 
 
 @pytest.mark.timeout(1500)  # dvc repro (600 s), push, clone and pull
