@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, PrivateAttr, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, PrivateAttr, TypeAdapter, ValidationError, WithJsonSchema, model_validator
 
 from training.conditioning import LevelSpec, level_code, with_level
 from training.imresize import imresize_uint8
@@ -104,8 +104,12 @@ def Level(kind: type = float, **bounds: float) -> Any:
         except ValidationError as exc:
             raise ValueError(exc.errors()[0]["msg"]) from None
 
-    # Written back as it was given: a number, or a [low, high] list (meta.json, MLflow params).
-    return Annotated[kind | tuple[kind, kind], PlainValidator(check), PlainSerializer(lambda v: list(v) if isinstance(v, tuple) else v)]
+    # Written back as it was given: a number, or a [low, high] list (meta.json, MLflow params). A
+    # plain validator shows as "anything" in a JSON schema: say what it takes (params.yaml's schema).
+    value = one.json_schema()
+    shape = {"anyOf": [value, {"type": "array", "prefixItems": [value, value], "minItems": 2, "maxItems": 2}]}
+    return Annotated[kind | tuple[kind, kind], PlainValidator(check), WithJsonSchema(shape),
+                     PlainSerializer(lambda v: list(v) if isinstance(v, tuple) else v)]
 
 
 def level_range(value: float | tuple[float, float]) -> tuple[float, float]:

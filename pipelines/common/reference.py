@@ -30,7 +30,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 from pydantic_core import to_jsonable_python
 
@@ -109,22 +109,8 @@ def field_description(cls: type[BaseModel], name: str) -> str | None:
     return None
 
 
-def _level_schema(function: Any) -> dict | None:
-    """``training.degradations.Level``: one value, or a [low, high] pair of it. Its validator is a
-    plain function, which pydantic can only show as "anything"; the value's type and bounds are
-    the TypeAdapter it closes over."""
-    if getattr(function, "__qualname__", "") != "Level.<locals>.check":
-        return None
-    one = inspect.getclosurevars(function).nonlocals.get("one")
-    if not isinstance(one, TypeAdapter):
-        return None
-    value = one.json_schema()
-    return {"anyOf": [value, {"type": "array", "prefixItems": [value, value], "minItems": 2, "maxItems": 2}]}
-
-
 class _Generator(GenerateJsonSchema):
-    """Pydantic's JSON schema with the descriptions above, defaults made by a factory, the level
-    type, and no titles on fields (an editor shows the key already)."""
+    """Pydantic's JSON schema with the descriptions above, defaults made by a factory, and no titles on fields (an editor shows the key already)."""
 
     def field_title_should_be_set(self, schema: Any) -> bool:
         return False
@@ -142,9 +128,6 @@ class _Generator(GenerateJsonSchema):
             if "default" not in prop and field.default_factory is not None:
                 prop["default"] = to_jsonable_python(field.default_factory())  # type: ignore[call-arg]
         return json_schema
-
-    def function_plain_schema(self, schema: Any) -> dict:
-        return _level_schema(schema["function"]["function"]) or super().function_plain_schema(schema)
 
 
 # ------------------------------------------------------------------------------------------
