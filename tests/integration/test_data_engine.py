@@ -5,6 +5,7 @@ both nodes). Manifest, rejects, accepted images and every shard are compared byt
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,9 @@ def test_a_two_node_cluster_gives_the_same_bytes(raw, reference, tmp_path, ray_c
     from pipelines.services.engine import ray_map
 
     def where(_):
+        # Long enough that the tasks overlap: instant ones can all finish on the node that got
+        # the first lease before the scheduler ever sees it busy (CI saw 16 of 16 on one node).
+        time.sleep(0.5)
         return ray.get_runtime_context().get_node_id()
 
     # The engine's tasks spread over both nodes (one CPU each, two tasks in flight per CPU).
