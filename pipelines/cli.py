@@ -155,6 +155,19 @@ def build_parser() -> argparse.ArgumentParser:
         "same settings resumes from the last checkpoint under train.storage_path. One MLflow run per training.",
     )
     add_task_argument(train)
+    tune = sub.add_parser(
+        "tune",
+        help="search a task's recipe on Ray Tune (params.yaml tune.<task>); --apply writes the best into params.yaml",
+        description="Run the search tune.<task> declares: trials train the task (the train stage's loop) on shards "
+        "without a tuning split held out by seed from the training images, and are scored on that split by the "
+        "task's gate metric at tune.<task>.reports points; ASHA stops the trailing ones early, Optuna's TPE "
+        "picks the next settings (the task's current recipe first). Trials run in parallel on the local Ray or "
+        "the train.ray_address cluster. MLflow gets a parent run per search and a nested run per trial. Running "
+        "the same command again resumes an interrupted search. Prints the best settings as a params block.",
+    )
+    add_task_argument(tune)
+    tune.add_argument("--apply", action="store_true", help="write the best settings into tasks.<task> of --params "
+                      "(comments kept); `dvc repro` then trains, evaluates and promotes it through the gate")
     evaluate = sub.add_parser(
         "evaluate",
         help="score a model and its baseline by the field's protocol; write reports and sheets",
@@ -309,6 +322,19 @@ def _train(args, cfg):
         train(args.task, cfg)
 
 
+def _tune(args, cfg):
+    from pipelines.search.report import summary_lines
+    from pipelines.search.tune import tune_flow
+
+    outcome, changed = tune_flow(args.task, str(args.params), apply=args.apply)
+    print("\n".join(summary_lines(outcome)))
+    if changed is None:
+        print(f"`percept tune --task {args.task} --apply` writes these settings into {args.params}")
+    else:
+        print(f"wrote {', '.join(changed) or 'nothing (the file already holds them)'} into {args.params}; "
+              "`dvc repro` trains, evaluates and promotes the task through the gate")
+
+
 def _evaluate(args, cfg):
     import json
 
@@ -399,7 +425,7 @@ def _tasks(args, cfg):
 
 
 VERBS: dict[str, Callable[[argparse.Namespace, Config], int | None]] = {
-    "acquire": _acquire, "ingest": _ingest, "shard": _shard, "train": _train, "evaluate": _evaluate,
+    "acquire": _acquire, "ingest": _ingest, "shard": _shard, "train": _train, "tune": _tune, "evaluate": _evaluate,
     "register": _register, "promote": _promote, "retrain": _retrain, "schedule": _schedule, "repro": _repro,
     "remote": _remote, "apply": _apply, "compare": _compare, "export": _export, "tasks": _tasks,
 }

@@ -6,6 +6,8 @@
 - ``evaluation_sha256``: what a report scored besides the weights; promote reuses a report whose
   weights and evaluation digests both match.
 - ``code_digest``: the training code, file by file.
+- ``search_name``: a recipe search's name; same search, recipe, data and code -> same name, so a
+  rerun of ``percept tune`` resumes the search instead of starting over (pipelines/search/).
 
 Each is the SHA-256 of sorted JSON, so adding a key changes it and key order never does.
 """
@@ -56,3 +58,11 @@ def evaluation_sha256(task: str, cfg: Config, folder: Path) -> str:
     block (degradation, metrics), the seed (noisy inputs), the evaluation and feature settings."""
     images = {p.relative_to(folder).as_posix(): sha256_file(p) for p in list_images(folder)}
     return digest({**recipe(task, cfg), "images": images, "evaluate": cfg.evaluate.model_dump(mode="json")})
+
+
+def search_name(task: str, cfg: Config, manifest: Path) -> str:
+    """Same search, recipe, tuning data and training code -> same name -> ``percept tune`` resumes."""
+    search = {**recipe(task, cfg), "tune": cfg.tune[task].model_dump(mode="json"), "train": cfg.train.model_dump(mode="json", include={"workers", "data_order", "bf16", "channels_last"}),
+              "shard": cfg.shard.model_dump(mode="json"), "evaluate": cfg.evaluate.model_dump(mode="json"),
+              "manifest": sha256_file(manifest), "code": code_digest()}
+    return f"tune-{task}-{digest(search)[:12]}"

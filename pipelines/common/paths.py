@@ -46,6 +46,10 @@ class Paths:
     def shards(self, task: str) -> Path:
         return self.data / "shards" / task
 
+    def tune(self, task: str) -> Path:
+        """A recipe search's data: its tuning split, manifest and shards (pipelines/search/split.py)."""
+        return self.data / "tune" / task
+
     def datasets(self) -> Path:
         """The folder of default collections: $PERCEPT_DATASETS, else ../shared/datasets."""
         env = os.environ.get(DATASETS_ENV)

@@ -62,7 +62,7 @@ PROFILES_DESCRIPTION = ("Named sets of settings merged over the rest by `profile
                         "list merges several in turn): mappings merged key by key, anything else replaced.")
 # the placeholder a key of a user-named mapping is shown as, in the markdown page
 PLACEHOLDERS = {"compare": "<sheet>", "promote": "<task>", "tasks": "<block>", "profiles": "<profile>",
-                "levels": "<task>", "sets": "<set>"}
+                "levels": "<task>", "sets": "<set>", "tune": "<task>", "space": "<setting>"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -413,8 +413,12 @@ class _Page:
                 out += self.rows(objects[0], f"{key}.", default)
             elif items:
                 out += self.rows(items[0], f"{key}[].")
-            elif values_obj:
-                out += self.rows(values_obj[0], f"{key}.{PLACEHOLDERS.get(name, '<name>')}.")
+            elif values_obj:  # a mapping's values: every kind they may be (a search's range or choice)
+                seen = {row[0] for row in out}
+                for value in values_obj:
+                    inner = [row for row in self.rows(value, f"{key}.{PLACEHOLDERS.get(name, '<name>')}.") if row[0] not in seen]
+                    seen |= {row[0] for row in inner}
+                    out += inner
         return out
 
     @staticmethod
@@ -473,7 +477,7 @@ def markdown_reference() -> str:
     parts = [INTRO, "## Top level {#top-level}\n\nThe sections of `params.yaml`, in the order the schema declares them.\n"]
     top = []
     for name, prop in props.items():
-        kind = f"[{page.type(prop)}](#{name})" if page.objects(prop) or name in ("tasks", "compare", "promote", "profiles") \
+        kind = f"[{page.type(prop)}](#{name})" if page.objects(prop) or name in ("tasks", "compare", "promote", "tune", "profiles") \
             else page.type(prop)
         required = name in schema.get("required", [])
         default = "required" if required else "" if page.objects(prop) or "default" not in prop else _code(_flow(prop["default"]))
@@ -484,7 +488,7 @@ def markdown_reference() -> str:
         if name == "tasks":
             parts.append(_tasks_section(page, schema))
             continue
-        if not (page.objects(prop) or name in ("compare", "promote", "profiles")):
+        if not (page.objects(prop) or name in ("compare", "promote", "tune", "profiles")):
             continue
         objects = page.objects(prop)
         intro = objects[0].get("description", "") if objects else prop.get("description", "")

@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from pipelines.common.errors import ConfigError, quote
+from pipelines.common.search_schema import TuneSearch, set_dotted
 from training.degradations import Degradation, LevelledDegradation
 from training.options import (
     FeatureNetConfig,
@@ -370,6 +371,9 @@ class Config(Strict):
     promote: dict[str, GateConfig] = {}
     retrain: RetrainConfig = RetrainConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    # Recipe searches per task (`percept tune`); a section of its own, like promote, so that no
+    # stage depends on it.
+    tune: dict[str, TuneSearch] = {}
     profile: str | None = Field(None, description="the entry of `profiles` merged over these settings")
     profiles: dict[str, dict[str, Any]] = {}
 
@@ -445,6 +449,30 @@ class Config(Strict):
                 except ValidationError as exc:
                     raise ValueError(f"evaluate.levels.{name}: {level:g} is not a valid "
                                      f"{degradation.level_key} ({exc.errors()[0]['msg']})") from None
+        return self
+
+    def with_task_settings(self, task: str, settings: dict[str, Any]) -> Config:
+        """This config with dotted settings of ``task``'s block replaced (a search's trial), validated
+        whole (batch splits, gates, levels); without the ``tune`` section, which it does not need."""
+        data = self.model_dump(mode="json", exclude={"tune"})
+        data["tasks"][task] = set_dotted(data["tasks"][task], settings)
+        return type(self).model_validate(data)
+
+    @model_validator(mode="after")
+    def _searches_fit_their_tasks(self) -> Config:
+        for name, search in self.tune.items() if self.tasks else ():
+            if name not in self.tasks:
+                raise ValueError(f"tune.{name}: no such task under `tasks:` (have: {', '.join(self.tasks)})")
+            for key, dim in search.space.items():
+                for value in dim.extremes():  # each end of a range, each choice: a block that validates
+                    try:
+                        self.with_task_settings(name, {key: value})
+                    except ValidationError as exc:
+                        err = exc.errors()[0]
+                        where = ".".join(map(str, err["loc"]))
+                        hint = " (a whole-number setting: add `integer: true`)" if err["type"] == "int_from_float" else ""
+                        raise ValueError(f"tune.{name}.space.{key}: {value!r} does not make a valid {name} "
+                                         f"block ({where}: {err['msg']}){hint}") from None
         return self
 
     def gate(self, task: str) -> GateConfig:

@@ -32,13 +32,17 @@ class RejectRow:
     detail: str
 
 
-def write_csv(path: Path, fields: list[str], rows) -> None:
+def csv_text(fields: list[str], rows) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow(asdict(row))
-    path.write_text(buf.getvalue())
+    return buf.getvalue()
+
+
+def write_csv(path: Path, fields: list[str], rows) -> None:
+    path.write_text(csv_text(fields, rows))
 
 
 def read_manifest(path: Path) -> list[ManifestRow]:

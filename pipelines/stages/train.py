@@ -35,6 +35,7 @@ from training.shards import shard_urls
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
+SCORE = "score"  # a trial's figure on the tuning split: the task's gate metric (pipelines/search/)
 LOSS_KEYS = ["total", "pixel", "feature", "style", "tv", "ssim", "colour", "batch_colour", "gan", "disc"]
 
 
@@ -166,24 +167,30 @@ def train(task: str, cfg: Config, paths: Paths = Paths()) -> TrainOutcome:
             stop_ray()
 
 
-def _fit(task: str, cfg: Config, paths: Paths, name: str, run_id: str, exp_id: str, mlflow) -> TrainOutcome:
+def make_trainer(task: str, cfg: Config, root: Path, shards: Path, name: str, run_id: str,
+                 score_on: Path | None = None, report_steps: list[int] | None = None, callbacks: list | None = None):
+    """The ``TorchTrainer`` of one training: ``train_loop_per_worker`` on ``shards`` under the run
+    ``name`` (the same name resumes from its last checkpoint), logging into MLflow run ``run_id``.
+    A search's trial: ``score_on``, a folder of clean images each report also scores the model on;
+    ``report_steps``, steps that checkpoint and report besides every ``train.checkpoint_every``."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    root = paths.root.resolve()
     storage_path, filesystem = storage(cfg, root)
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "params": worker_params(cfg, root),
             "task": task,
-            "shards": str(paths.shards(task).resolve()),
+            "shards": str(shards.resolve()),
             "mlflow_run_id": run_id,
+            **({"score_on": str(score_on.resolve())} if score_on else {}),
+            **({"report_steps": report_steps} if report_steps else {}),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.train.workers,
             use_gpu=cfg.train.gpus_per_worker > 0,
-            resources_per_worker={"CPU": cfg.train.cpus_per_worker, **({"GPU": cfg.train.gpus_per_worker} if cfg.train.gpus_per_worker else {})},
+            resources_per_worker=worker_resources(cfg),
         ),
         run_config=ray.train.RunConfig(
             name=name,
@@ -191,8 +198,18 @@ def _fit(task: str, cfg: Config, paths: Paths, name: str, run_id: str, exp_id: s
             storage_filesystem=filesystem,
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+            callbacks=callbacks,
         ),
     )
+
+
+def worker_resources(cfg: Config) -> dict[str, float]:
+    """What each Ray Train worker reserves."""
+    return {"CPU": cfg.train.cpus_per_worker, **({"GPU": cfg.train.gpus_per_worker} if cfg.train.gpus_per_worker else {})}
+
+
+def _fit(task: str, cfg: Config, paths: Paths, name: str, run_id: str, exp_id: str, mlflow) -> TrainOutcome:
+    trainer = make_trainer(task, cfg, paths.root.resolve(), paths.shards(task), name, run_id)
     try:
         result = trainer.fit()
     except BaseException:
@@ -300,6 +317,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
     batches = prefetch_to_device(batches, device)
     mlflow = tracking.client(cfg.mlflow) if rank == 0 else None
+    scorer, report_at = None, set(config.get("report_steps") or ())  # a trial's rungs, besides checkpoint_every
+    if rank == 0 and config.get("score_on"):  # a search's trial: scored at each report (pipelines/search/)
+        from pipelines.use.scoring import checkpoint_scorer
+
+        scorer = checkpoint_scorer(task, cfg, Path(config["score_on"]))
     steps = params.optim.steps
     meter = ThroughputMeter(params.optim.batch_size)
     for step in range(start, steps):
@@ -321,7 +343,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 metrics.update(lr=result.lr, grad_norm=result.grad_norm, samples_per_s=meter.rate())
                 tracking.log_metrics(mlflow, config["mlflow_run_id"], metrics, step=done)
                 log.info(progress_line(task, done, steps, losses, meter))
-        if done % cfg.train.checkpoint_every == 0 or done == steps:
+        if done % cfg.train.checkpoint_every == 0 or done == steps or done in report_at:
             with tempfile.TemporaryDirectory() as folder:
                 saved = None
                 if rank == 0:
@@ -330,7 +352,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                         extra["level"] = spec.to_dict()  # what apply and serving need to build the level channel
                     torch.save(checkpoint_state(model, optimizer, scheduler, done, extra, average, adversary), Path(folder) / STATE_FILE)
                     saved = ray.train.Checkpoint.from_directory(folder)
-                ray.train.report({"step": done, **{f"loss_{k}": v for k, v in result.losses.items()}}, checkpoint=saved)
+                report = {"step": done, **{f"loss_{k}": v for k, v in result.losses.items()}}
+                if scorer:
+                    report[SCORE] = scorer(Path(folder) / STATE_FILE)  # what evaluate would make of this checkpoint
+                    tracking.log_metrics(mlflow, config["mlflow_run_id"], {f"tuning_{cfg.gate(task).metric}": report[SCORE]}, step=done)
+                ray.train.report(report, checkpoint=saved)
 
 
 def mean_over_ranks(values: dict[str, float], world: int, device: torch.device) -> dict[str, float]:

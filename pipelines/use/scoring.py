@@ -11,14 +11,14 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from tqdm import tqdm
 
 from pipelines.common.errors import UserError
 from pipelines.common.schema import Config
-from pipelines.use.predictors import Predictor, baseline
+from pipelines.use.predictors import Predictor, baseline, load_predictor
 from pipelines.use.sheets import render_sheet, row_crops
 from training.conditioning import rgb_of
 from training.images import DecodeLimits, decode_image, failure_reason, list_images, no_images, read_file
@@ -146,11 +146,13 @@ class Instruments:
 LOSS_METRICS = frozenset({"content_loss", "style_loss", "perceptual_total"})
 
 
-def instruments(task: str, cfg: Config, root: Path = Path("."), device: str = "cpu") -> Instruments:
-    """The networks the task's metrics need, on ``device`` (the evaluate stage: the CPU)."""
+def instruments(task: str, cfg: Config, root: Path = Path("."), device: str = "cpu",
+                names: tuple[str, ...] | None = None) -> Instruments:
+    """The networks the task's metrics (or ``names`` of them) need, on ``device`` (the evaluate
+    stage: the CPU)."""
     from training.vgg import load_feature_net
 
-    names, params = cfg.reported_metrics(task), cfg.task(task)
+    names, params = names or cfg.reported_metrics(task), cfg.task(task)
     tools: dict[str, Any] = {}
     if "feature_distance" in names:
         layers = (params.loss.feature_layer,)
@@ -217,3 +219,21 @@ def evaluate_images(task: str, predictor: Predictor, images: list[EvalImage], cf
                                f"{'better' if METRICS[names[0]].higher_is_better else 'worse'})")
     return report, sheet
 
+
+
+def checkpoint_scorer(task: str, cfg: Config, folder: Path) -> Callable[[Path], float]:
+    """A function from a model file (a checkpoint's state file will do) to its figure on the
+    images of ``folder`` by the task's gate metric, made and scored as the evaluate stage would
+    (the same degraded inputs, tiles and metric code). The images are read once, here."""
+    metric = cfg.gate(task).metric
+    images = load_image_set(folder, task, cfg)
+    tools = instruments(task, cfg, names=(metric,))
+    scale = cfg.degradation(task).input_scale
+
+    def score_file(model_file: Path) -> float:
+        predictor = load_predictor(str(model_file), task, scale, cfg.evaluate.tile, cfg.evaluate.overlap,
+                                   inference=cfg.inference)
+        report, _ = evaluate_images(task, predictor, images, cfg, folder.name, tools, progress=False, metrics=(metric,))
+        return float(report[metric])
+
+    return score_file

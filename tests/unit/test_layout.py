@@ -18,6 +18,7 @@ ALLOWED = {
     "data": {"common", "services", "data"},               # the data half's pieces: manifest, validation, samples
     "use": {"common", "services", "use"},                 # a trained model: load, score, show, apply, serve, export
     "stages": {"common", "services", "data", "use"},      # what dvc.yaml runs: never another stage
+    "search": {"common", "services", "data", "use", "stages", "search"},  # percept tune: trials are the stages' flows
 }
 PIPELINES = ROOT / "pipelines"
 
