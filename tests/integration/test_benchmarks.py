@@ -64,3 +64,16 @@ def test_train_benchmark_compares_ray_with_a_plain_loop_on_the_default_network(t
     rates = {r[0]: float(r[2]) for r in (line.split() for line in out.splitlines()) if r[:2] in (["plain", "1"], ["ray", "1"])}
     assert set(rates) == {"plain", "ray"} and min(rates.values()) > 0, out
     assert re.search(r"Ray / plain = [\d.]+", out)
+
+
+@pytest.mark.timeout(900)
+def test_tune_benchmark_searches_then_trains_both_recipes_on_the_whole_set():
+    out = bench("tune", "--tiny", timeout=840)
+    assert re.search(r"^search tune-sr_x4-\w+ \(MLflow run \w+\): 3 of 3 trials", out, re.M), out
+    rows = {r[0]: r for r in (line.split() for line in out.splitlines())
+            if r and r[0] in ("shipped", "tuned", "baseline") and r[1] != "-"}  # not the "tuned - shipped" line
+    assert set(rows) == {"shipped", "tuned", "baseline"}, out
+    shipped, tuned, base = (float(rows[n][-2 if n != "baseline" else -1]) for n in ("shipped", "tuned", "baseline"))
+    assert min(shipped, tuned) > 0 and base > 0, out  # Set5 figures of both recipes, trained and scored
+    gain = float(re.search(r"^tuned - shipped \(psnr_y, higher is better\): Set5 ([-+][\d.]+)", out, re.M)[1])
+    assert gain == pytest.approx(tuned - shipped, abs=2e-4), out

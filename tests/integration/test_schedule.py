@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_prefect_yaml_deploys_the_retrain_flow_on_the_params_schedule():
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    (deployment,) = spec["deployments"]
+    (deployment,) = [d for d in spec["deployments"] if d["name"] == "percept-weekly"]
     module_path, func = deployment["entrypoint"].split(":")
     module = importlib.import_module(module_path.removesuffix(".py").replace("/", "."))
     assert getattr(module, func).name == "retrain"
@@ -30,6 +30,20 @@ def test_prefect_yaml_deploys_the_retrain_flow_on_the_params_schedule():
     assert schedule["slug"] and schedule["active"] is True
     assert deployment["concurrency_limit"] == RUN_LIMIT  # as `percept schedule` serves it
     assert set(deployment["parameters"]) <= {"params", "force", "push", "retries", "retry_delay_s"}
+
+
+def test_prefect_yaml_deploys_the_tune_flow_for_a_task_with_a_search():
+    import inspect
+
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (deployment,) = [d for d in spec["deployments"] if d["name"] == "percept-tune"]
+    module_path, func = deployment["entrypoint"].split(":")
+    flow = getattr(importlib.import_module(module_path.removesuffix(".py").replace("/", ".")), func)
+    assert flow.name == "tune"
+    assert set(deployment["parameters"]) <= set(inspect.signature(flow.fn).parameters)
+    assert deployment["parameters"]["task"] in params["tune"], "the deployed task has a search in params.yaml"
+    assert deployment["concurrency_limit"]["collision_strategy"] == "CANCEL_NEW"
 
 
 def test_percept_schedule_serves_a_deployment_with_the_cron(prefect_harness, tmp_path):
