@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 import tempfile
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.search.report import round_settings, summary_lines
     from pipelines.search.tune import search
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the search's line per report
     load_start, began = load_average(), time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="percept-bench-tune-"))
     work = args.workdir or scratch / "work"
@@ -149,16 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     trials = {t.state: sum(x.state == t.state for x in outcome.trials) for t in outcome.trials}
     print(f"search {outcome.name} (MLflow run {outcome.parent_run_id}): {len(outcome.trials)} of "
           f"{cfg.tune[task].trials} trials in {search_s / 60:.1f} min; {json.dumps(trials)}")
-    print(f"{'recipe':8s}  {'settings':52s}  {'tuning split':>12s}  " + "  ".join(f"{s:>14s}" for s in sets) + f"  {'train s':>7s}")
+    print(f"{metric}: {'recipe':8s}  {'tuning split':>12s}  " + "  ".join(f"{s:>10s}" for s in sets)
+          + f"  {'train s':>7s}  settings")
     for name, (settings, _) in recipes.items():
         trial = outcome.current if name == "shipped" else outcome.best
         split = "-" if trial is None or trial.figure is None else f"{trial.figure:.4f}"
         row = results[name]
-        print(f"{name:8s}  {settings_text(settings)[:52]:52s}  {split:>12s}  "
-              + "  ".join(f"{row[s]:14.4f}" for s in sets) + f"  {row['seconds']:7.0f}")
+        print(f"{'':{len(metric) + 2}s}{name:8s}  {split:>12s}  " + "  ".join(f"{row[s]:10.4f}" for s in sets)
+              + f"  {row['seconds']:7.0f}  {settings_text(settings) or 'as in params.yaml'}")
     base = results["shipped"]["baseline"]
-    print(f"{'baseline':8s}  {'(' + metric + ' of the task baseline)':52s}  {'':>12s}  "
-          + "  ".join(f"{base[s]:14.4f}" for s in sets))
+    print(f"{'':{len(metric) + 2}s}{'baseline':8s}  {'':>12s}  " + "  ".join(f"{base[s]:10.4f}" for s in sets)
+          + f"  {'':>7s}  the task's baseline")
     gains = "  ".join(f"{s} {results['tuned'][s] - results['shipped'][s]:+.4f}" for s in sets)
     direction = "higher" if outcome.higher_is_better else "lower"
     print(f"tuned - shipped ({metric}, {direction} is better): {gains}" + ("  (the shipped recipe won the search)" if outcome.best is outcome.current else ""))

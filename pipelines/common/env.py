@@ -19,6 +19,9 @@ QUIET_ENV = {
     # The temporary server a stage starts waits 20 s for its API by default: on 2 busy cores (a
     # test suite or an install beside it) that ran out once and failed `make run` at its start.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    # Ray Tune's newer console output prints its experiment table on stdout even at verbose=0;
+    # the older one is silent there (`percept tune` prints a line per report and its own table).
+    "RAY_AIR_NEW_OUTPUT": "0",
 }
 
 

@@ -213,7 +213,7 @@ def chart_png(task: str, search: TuneSearch, metric: str, higher: bool, trials: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
     keys = list(search.space)
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False, sharey=True)
@@ -237,7 +237,11 @@ def chart_png(task: str, search: TuneSearch, metric: str, higher: bool, trials: 
         else:
             if dim.log:
                 ax.set_xscale("log")
-                ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap within a decade
+                ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # 1-2-5 labels: a decade is often all there is
+                ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            if dim.integer:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             pad = (dim.high / dim.low) ** 0.04 if dim.log else 0.04 * (dim.high - dim.low)
             # the searched range, not just where the trials fell
             ax.set_xlim(*((dim.low / pad, dim.high * pad) if dim.log else (dim.low - pad, dim.high + pad)))

@@ -172,7 +172,11 @@ def _stopping_scheduler(search: TuneSearch, tracking_uri: str, parent_run_id: st
                 _tag_stopped(tracking_uri, parent_run_id, trial.trial_id)
             return decision
 
-    return TaggingASHA(time_attr="training_iteration", max_t=search.reports, grace_period=search.grace,
+    # max_t one past the last report: at max_t ASHA says STOP to every trial, which Tune then tears
+    # down while its driver still waits on the trainer's last moments (an ActorDiedError, at
+    # times a crash in Ray's error decoding). Below it, a trial that reports for the last time
+    # simply ends; the rungs a trial can reach (grace x reduction_factor^k) are the same.
+    return TaggingASHA(time_attr="training_iteration", max_t=search.reports + 1, grace_period=search.grace,
                        reduction_factor=search.reduction_factor)
 
 

@@ -297,11 +297,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             disc = disc.to(memory_format=torch.channels_last)
         adversary = Adversary(params.loss.gan, device, ray.train.torch.prepare_model(disc))
 
+    scorer, report_at = None, set(config.get("report_steps") or ())  # a trial's rungs, besides checkpoint_every
+    if rank == 0 and config.get("score_on"):  # a search's trial: scored at each report (pipelines/search/)
+        from pipelines.use.scoring import checkpoint_scorer
+
+        scorer = checkpoint_scorer(task, cfg, Path(config["score_on"]))
     start = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=True)
+            if state["step"] >= params.optim.steps and report_at:
+                # A trial that had ended when its search was stopped, before Tune recorded it: its
+                # last figure again, since Tune needs one from every trial it runs.
+                report = {"step": state["step"], **({SCORE: scorer(Path(folder) / STATE_FILE)} if scorer else {})}
+                ray.train.report(report)
+                return
         start = restore_state(state, model, optimizer, scheduler, average, adversary)
         if rank == 0:
             log.info("[%s] resuming from step %d", task, start)
@@ -317,11 +328,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
     batches = prefetch_to_device(batches, device)
     mlflow = tracking.client(cfg.mlflow) if rank == 0 else None
-    scorer, report_at = None, set(config.get("report_steps") or ())  # a trial's rungs, besides checkpoint_every
-    if rank == 0 and config.get("score_on"):  # a search's trial: scored at each report (pipelines/search/)
-        from pipelines.use.scoring import checkpoint_scorer
-
-        scorer = checkpoint_scorer(task, cfg, Path(config["score_on"]))
     steps = params.optim.steps
     meter = ThroughputMeter(params.optim.batch_size)
     for step in range(start, steps):

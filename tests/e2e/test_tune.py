@@ -122,3 +122,11 @@ def test_a_search_stops_trials_early_logs_every_trial_resumes_and_applies(tmp_pa
     assert {row[0] for row in carved if row[5] == "train"} == train_ids - split
     assert {row[0] for row in carved if row[5] == "val"} == split  # no Set5 image anywhere
     assert len(list((tune_dir / "shards").iterdir())) == 2, "one set of shards per patch size"
+
+    # Each run of the command is a `tune` flow run on the Prefect API, the resumed one Completed.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        flow_runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["tune"])))
+    assert len(flow_runs) >= 2 and any(r.state.is_completed() for r in flow_runs), [r.state for r in flow_runs]

@@ -73,7 +73,8 @@ def test_tune_benchmark_searches_then_trains_both_recipes_on_the_whole_set():
     rows = {r[0]: r for r in (line.split() for line in out.splitlines())
             if r and r[0] in ("shipped", "tuned", "baseline") and r[1] != "-"}  # not the "tuned - shipped" line
     assert set(rows) == {"shipped", "tuned", "baseline"}, out
-    shipped, tuned, base = (float(rows[n][-2 if n != "baseline" else -1]) for n in ("shipped", "tuned", "baseline"))
+    # columns: recipe, tuning split (none for the baseline), Set5, ...
+    shipped, tuned, base = float(rows["shipped"][2]), float(rows["tuned"][2]), float(rows["baseline"][1])
     assert min(shipped, tuned) > 0 and base > 0, out  # Set5 figures of both recipes, trained and scored
     gain = float(re.search(r"^tuned - shipped \(psnr_y, higher is better\): Set5 ([-+][\d.]+)", out, re.M)[1])
     assert gain == pytest.approx(tuned - shipped, abs=2e-4), out

@@ -424,3 +424,53 @@ def test_checkpoints_go_to_s3_and_the_model_comes_back(tmp_path, sr_project, ray
             for o in page.get("Contents", [])]
     assert any(k.startswith(f"runs/{outcome.run_name}/checkpoint_") and k.endswith("/state.pt") for k in keys), keys
     assert not (project / "runs").exists()  # nothing was written locally instead
+
+
+def test_a_search_on_the_cluster_runs_its_trials_side_by_side(tmp_path, sr_project, ray_cluster, train_params):
+    """`percept tune` joined to a cluster of two 1-CPU nodes: two trials of 1-CPU workers at once,
+    so one on each node; each scored at its report steps, the parent run's best their best."""
+    from pipelines.common.paths import Paths
+    from pipelines.search.tune import search
+
+    project = new_project(tmp_path, sr_project)
+    shutil.copytree(sr_project / "data" / "manifest", project / "data" / "manifest")
+    space = {"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True}}
+    params = train_params(project, "tune", train={"workers": 1},
+                          tune={TASK: {"space": space, "trials": 2, "reports": 2, "steps": 10, "tuning_images": 2}})
+    outcome = search(TASK, config(params), Paths(project))
+
+    assert len(outcome.trials) == 2 and {t.state for t in outcome.trials} <= {"completed", "stopped early"}
+    client = mlflow_client(params)
+    runs = [client.get_run(t.run_id) for t in outcome.trials]
+    (first, second) = sorted((r.info.start_time, r.info.end_time) for r in runs)
+    assert second[0] < first[1], "the second trial started only after the first ended"
+    for run in runs:
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "tuning_psnr_y"))
+        assert steps and steps == [5, 10][: len(steps)], steps
+    assert outcome.best.figure == max(t.figure for t in outcome.trials)
+
+
+def test_a_finished_trial_run_again_reports_its_last_figure_without_training(tmp_path, sr_project, ray_cluster, train_params):
+    """A search killed after a trial's last step but before Tune recorded its end reruns that trial:
+    the same run name resumes at the end, and the loop reports its figure again (Tune needs a
+    result from every trial) instead of reporting nothing."""
+    from pipelines.common.paths import Paths
+    from pipelines.stages.train import SCORE, make_trainer
+
+    project = new_project(tmp_path, sr_project)
+    params = train_params(project, "trial", tasks={TASK: {"optim": {"steps": 6}}}, train={"workers": 1})
+    cfg, split = config(params), sr_project / "raw" / "val"
+    client = mlflow_client(params)
+    run_id = client.create_run(client.create_experiment("trial")).info.run_id
+
+    def fit():
+        trainer = make_trainer(TASK, cfg, project, Paths(project).shards(TASK), "trial-run", run_id, score_on=split,
+                               report_steps=[3, 6])
+        return trainer.fit()
+
+    first = fit()
+    assert first.metrics["step"] == 6 and first.metrics[SCORE] > 0
+    again = fit()
+    assert again.metrics["step"] == 6 and again.metrics[SCORE] == pytest.approx(first.metrics[SCORE], abs=1e-9)
+    history = client.get_metric_history(run_id, "tuning_psnr_y")
+    assert sorted(m.step for m in history) == [3, 6], "the second fit trained and logged nothing"
