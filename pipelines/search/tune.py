@@ -33,7 +33,7 @@ from pipelines.search.report import apply_settings, log_search_artifacts, round_
 from pipelines.search.split import SearchPaths, prepare, variant_key
 from pipelines.services import tracking
 from pipelines.services.engine import init_ray, stop_ray
-from pipelines.stages.train import SCORE, make_trainer, storage, worker_resources
+from pipelines.stages.train import RUNG, SCORE, make_trainer, storage, worker_resources
 from training.quality import METRICS
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def _stopping_scheduler(search: TuneSearch, tracking_uri: str, parent_run_id: st
     class TaggingASHA(ASHAScheduler):
         def on_trial_result(self, tune_controller, trial, result):
             decision = super().on_trial_result(tune_controller, trial, result)
-            if decision == TrialScheduler.STOP and result.get("training_iteration", 0) < search.reports:
+            if decision == TrialScheduler.STOP and result.get(RUNG, 0) < search.reports:
                 _tag_stopped(tracking_uri, parent_run_id, trial.trial_id)
             return decision
 
@@ -176,7 +176,7 @@ def _stopping_scheduler(search: TuneSearch, tracking_uri: str, parent_run_id: st
     # down while its driver still waits on the trainer's last moments (an ActorDiedError, at
     # times a crash in Ray's error decoding). Below it, a trial that reports for the last time
     # simply ends; the rungs a trial can reach (grace x reduction_factor^k) are the same.
-    return TaggingASHA(time_attr="training_iteration", max_t=search.reports + 1, grace_period=search.grace,
+    return TaggingASHA(time_attr=RUNG, max_t=search.reports + 1, grace_period=search.grace,
                        reduction_factor=search.reduction_factor)
 
 
@@ -203,7 +203,7 @@ def _progress_callback(task: str, search: TuneSearch, metric: str):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if SCORE in result:
                 log.info("[tune %s] trial %s report %d/%d: %s %.4f (%s)", task, trial.trial_id,
-                         result["training_iteration"], search.reports, metric, result[SCORE], _settings_text(trial.config))
+                         result.get(RUNG, 0), search.reports, metric, result[SCORE], _settings_text(trial.config))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             done = sum(t.status == "TERMINATED" for t in trials)
@@ -250,7 +250,8 @@ def search(task: str, cfg: Config, paths: Paths = Paths()) -> SearchOutcome:
         except BaseException:
             mlflow.set_terminated(parent, status="FAILED")
             raise
-        outcome = _record(task, spec, name, metric, higher, parent, results, mlflow, current_settings(task, cfg, spec))
+        outcome = _record(task, spec, name, metric, higher, parent, results, mlflow, current_settings(task, cfg, spec),
+                          spec.steps or cfg.task(task).optim.steps)
         mlflow.set_terminated(parent, status="FINISHED")
         return outcome
     finally:
@@ -296,7 +297,7 @@ def _fit(task: str, cfg: Config, spec: TuneSearch, name: str, setup: dict[str, A
 
 
 def _record(task: str, spec: TuneSearch, name: str, metric: str, higher: bool, parent: str, results, mlflow,
-            first: dict[str, Any] | None) -> SearchOutcome:
+            first: dict[str, Any] | None, default_steps: int) -> SearchOutcome:
     """Each trial's state onto its nested run; the best, the table and the chart onto the parent."""
     children = {r.data.tags.get(TRIAL_TAG): r for r in _children(mlflow, parent)}
     trials = []
@@ -304,13 +305,17 @@ def _record(task: str, spec: TuneSearch, name: str, metric: str, higher: bool, p
         metrics = result.metrics or {}
         trial_id = metrics.get("trial_id") or Path(result.path).name
         child = children.get(trial_id)
-        reports = int(metrics.get("training_iteration", 0))
+        settings = {k: v for k, v in (result.config or {}).items() if k in spec.space}
+        # By the step it reached, not Tune's count of results: a trial resumed after a kill does
+        # not report again the steps it had reported before it.
+        steps, reached = settings.get("optim.steps", default_steps), int(metrics.get("step", 0))
+        reports = sum(at <= reached for at in report_steps(steps, spec.reports))
         figure = metrics.get(SCORE)
         if result.error is not None:
             state, status = "failed", "FAILED"
         elif child is not None and child.data.tags.get(STOPPED_TAG) == "true":
             state, status = "stopped early", "KILLED"
-        elif reports >= spec.reports:
+        elif reached >= steps:
             state, status = "completed", "FINISHED"
         else:
             state, status = "cut short", "KILLED"  # the time budget ran out
@@ -319,7 +324,6 @@ def _record(task: str, spec: TuneSearch, name: str, metric: str, higher: bool, p
             if figure is not None:  # what the search ranked it by (a stopped trial may have logged a report more)
                 tracking.log_metrics(mlflow, child.info.run_id, {f"search_{metric}": figure}, step=0)
             mlflow.set_terminated(child.info.run_id, status=status)
-        settings = {k: v for k, v in (result.config or {}).items() if k in spec.space}
         trials.append(Trial(trial_id, settings, reports, figure, state, child.info.run_id if child else None))
     best = best_trial(trials, higher)
     current = next((t for t in trials if first is not None and t.settings == first), None)

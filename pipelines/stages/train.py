@@ -36,6 +36,7 @@ from training.shards import shard_urls
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 SCORE = "score"  # a trial's figure on the tuning split: the task's gate metric (pipelines/search/)
+RUNG = "rung"  # which of its report steps a trial has reached: the scheduler's clock, right after a resume too
 LOSS_KEYS = ["total", "pixel", "feature", "style", "tv", "ssim", "colour", "batch_colour", "gan", "disc"]
 
 
@@ -310,7 +311,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if state["step"] >= params.optim.steps and report_at:
                 # A trial that had ended when its search was stopped, before Tune recorded it: its
                 # last figure again, since Tune needs one from every trial it runs.
-                report = {"step": state["step"], **({SCORE: scorer(Path(folder) / STATE_FILE)} if scorer else {})}
+                report = {"step": state["step"], RUNG: len(report_at), **({SCORE: scorer(Path(folder) / STATE_FILE)} if scorer else {})}
                 ray.train.report(report)
                 return
         start = restore_state(state, model, optimizer, scheduler, average, adversary)
@@ -359,6 +360,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     torch.save(checkpoint_state(model, optimizer, scheduler, done, extra, average, adversary), Path(folder) / STATE_FILE)
                     saved = ray.train.Checkpoint.from_directory(folder)
                 report = {"step": done, **{f"loss_{k}": v for k, v in result.losses.items()}}
+                if report_at:
+                    report[RUNG] = sum(at <= done for at in report_at)
                 if scorer:
                     report[SCORE] = scorer(Path(folder) / STATE_FILE)  # what evaluate would make of this checkpoint
                     tracking.log_metrics(mlflow, config["mlflow_run_id"], {f"tuning_{cfg.gate(task).metric}": report[SCORE]}, step=done)
