@@ -37,7 +37,7 @@ from botocore.config import Config as BotoConfig
 
 from pipelines.common.params import parse_config
 from pipelines.common.schema import Config
-from pipelines.services.stack import free_port
+from pipelines.services.ports import free_port
 from tests import workers
 
 workers.share_the_cores()

@@ -31,6 +31,7 @@ from typing import Any
 
 from pipelines.common.env import apply_local_ray_defaults
 from pipelines.common.schema import Config
+from pipelines.services.ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def ray_address(cfg: Config) -> str | None:
     return address or None
 
 
+API_SERVER_ADDRESS_ENV = "RAY_API_SERVER_ADDRESS"  # read by Ray's state API before any address it is given
 _local_temp_dirs: list[str] = []  # what local_temp_dir made in this process and stop_ray removes
 
 
@@ -79,7 +81,25 @@ def start_local_ray(num_cpus: int | None = None) -> None:
     import ray
 
     apply_local_ray_defaults()  # read by the raylet and the Train controllers it will start
-    ray.init(num_cpus=num_cpus, _temp_dir=local_temp_dir(), configure_logging=False)
+    # Ray Train's placement-group cleaner (a detached actor) asks Ray's state API whether the
+    # controller it guards is alive. Given no address, that API looks for *the* Ray of this
+    # machine and raises once two are up (a second percept, a test's cluster): the cleaner's
+    # thread dies, and a trial that Tune stops leaves its workers' CPUs reserved, so the next
+    # trials wait for them forever (CI, 2026-12-06: a resumed search hung). The API's address,
+    # this Ray's own dashboard, reaches the raylet and the workers it starts through the
+    # environment they inherit at ray.init; this process gets its own back afterwards, so a job
+    # client here still goes where it is told.
+    port, before = free_port(), os.environ.get(API_SERVER_ADDRESS_ENV)
+    os.environ[API_SERVER_ADDRESS_ENV] = f"http://127.0.0.1:{port}"
+    try:
+        ray.init(num_cpus=num_cpus, _temp_dir=local_temp_dir(), configure_logging=False,
+                 include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
+    finally:
+        if before is None:
+            del os.environ[API_SERVER_ADDRESS_ENV]
+        else:
+            os.environ[API_SERVER_ADDRESS_ENV] = before
+
 
 
 def stop_ray() -> None:

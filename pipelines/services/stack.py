@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import re
 import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +38,7 @@ from typing import Any
 import yaml
 
 from pipelines.common.env import QUIET_ENV
+from pipelines.services.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "infra" / "compose" / "compose.yaml"
@@ -51,36 +50,6 @@ PROFILE = "stack"
 
 class StackError(RuntimeError):
     pass
-
-
-# Ports for servers started here are drawn below the kernel's ephemeral range (bind(0) and every
-# outgoing connection take theirs from it; Ray's raylets and gRPC servers too) and above Ray's
-# worker ports (10002-19999). A port picked with bind(0), released and bound again seconds later
-# by a server lost that race to a Ray cluster starting beside it (CI, 2026-12-06: prefect-server
-# met a gRPC server on its port).
-SERVER_PORTS = range(20000, 32768)
-
-
-def free_ports(count: int = 1) -> list[int]:
-    """``count`` distinct ports that are free now and that no process is handed by the kernel."""
-    rng, held = random.SystemRandom(), []
-    try:
-        while len(held) < count:
-            sock = socket.socket()
-            try:
-                sock.bind(("127.0.0.1", rng.choice(SERVER_PORTS)))
-            except OSError:
-                sock.close()
-                continue
-            held.append(sock)
-        return [sock.getsockname()[1] for sock in held]
-    finally:
-        for sock in held:
-            sock.close()
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.services.stack import Process, free_port, wait_for_url
+from pipelines.services.ports import free_port
+from pipelines.services.stack import Process, wait_for_url
 from tests.e2e.browser import chromium
 from tests.e2e.project_copy import ROOT
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.services.stack import Process, free_port, wait_for_url
+from pipelines.services.ports import free_port
+from pipelines.services.stack import Process, wait_for_url
 from tests.e2e.project_copy import ROOT, copy_project, tiny_datasets
 from tests.shared_data import DATASETS, WEIGHTS
 

@@ -79,7 +79,17 @@ def test_a_search_stops_trials_early_logs_every_trial_resumes_and_applies(tmp_pa
         log.close()
     assert "tune sr_x4: 6 trials" not in (tmp_path / "first.log").read_text(), "the search ended before the kill"
 
-    out = run("percept", "tune", "--task", TASK, "--apply")
+    # The rerun writes to a file, so a hang shows what it waited on.
+    with open(tmp_path / "second.log", "w") as second_log:
+        second = subprocess.Popen(["percept", "tune", "--task", TASK, "--apply"], cwd=repo, env=env, stdout=second_log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            second.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            os.killpg(second.pid, signal.SIGKILL)
+            second.wait(timeout=60)
+    out = (tmp_path / "second.log").read_text()
+    assert second.returncode == 0, f"the resumed search ended with {second.returncode}:\n{out[-8000:]}"
     assert "resuming the search" in out, out[-4000:]
 
     parent = parent_run(client)

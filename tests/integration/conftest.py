@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from pipelines.common.params import deep_merge
-from pipelines.services.stack import free_port
+from pipelines.services.ports import free_port
 from tests.shared_data import DATASETS, WEIGHTS
 
 VGG_WEIGHTS = WEIGHTS / "vgg_normalised_conv3_1.pth"

@@ -30,7 +30,7 @@ from PIL import Image
 
 from pipelines.common.params import parse_config
 from pipelines.common.paths import Paths
-from pipelines.services.stack import free_port
+from pipelines.services.ports import free_port
 from tests.shared_data import DATASETS
 
 pytestmark = [pytest.mark.integration, pytest.mark.serving]

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.services.stack import COMPOSE, SERVER_PORTS, Ports, Stack, StackError, free_ports, interpolate, profile
+from pipelines.services.ports import SERVER_PORTS, free_ports
+from pipelines.services.stack import COMPOSE, Ports, Stack, StackError, interpolate, profile
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
